@@ -1,0 +1,51 @@
+"""aiodisp: an asyncio message dispatcher for request/reply protocols over datagrams.
+
+Give it an adapter (``msg_to_raw``, ``raw_to_msg``, ``msg_key`` and optionally
+``is_reply``) and a transport; it sends requests and wakes the caller when the
+reply with the same key comes back, sends notifications reliably (ACK and
+retransmit over UDP) or unreliably, and hands every other incoming message to
+:meth:`Dispatcher.recv_from` with its size and sender.
+"""
+
+from ._core.endpoint import Received
+from ._dispatcher import DEFAULT_TIMEOUT, Dispatcher
+from ._open import open_memory_pair, open_udp, open_unix
+from ._transports.base import DatagramSink, DatagramTransport
+from ._transports.memory import Link
+from .errors import (
+    AdapterError,
+    DispatcherClosed,
+    DispatchError,
+    DuplicateKeyError,
+    MessageTooLarge,
+    ReliabilityUnavailable,
+    RequestTimeout,
+    TransportError,
+)
+from .retry import RetryPolicy
+from .stats import Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AdapterError",
+    "DatagramSink",
+    "DatagramTransport",
+    "DispatchError",
+    "Dispatcher",
+    "DispatcherClosed",
+    "DuplicateKeyError",
+    "Link",
+    "MessageTooLarge",
+    "Received",
+    "ReliabilityUnavailable",
+    "RequestTimeout",
+    "RetryPolicy",
+    "Stats",
+    "TransportError",
+    "__version__",
+    "open_memory_pair",
+    "open_udp",
+    "open_unix",
+]

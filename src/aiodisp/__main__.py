@@ -1,0 +1,5 @@
+"""``python -m aiodisp``: the command-line tool."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""What the receiver has already delivered: the duplicate cache and the reply cache.
+
+A retransmitted copy of a datagram carries the packet id of the first; the log
+remembers ``(sender, packet id)`` of every datagram delivered (queued for the
+application or matched to a pending request) so the copy is ACKed again but not
+delivered twice. For a request delivered to the application it also remembers
+``(sender, key)``, so the reply the application sends with that key to that
+sender can be attached and re-sent when a retransmitted copy of the request
+arrives.
+
+Entries expire after ``ttl`` seconds; at most ``capacity`` are kept (the oldest
+goes first). Both bounds together limit how long "exactly once" holds: a copy
+that arrives after its entry is gone is delivered again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+
+class Record:
+    """One delivered datagram; ``reply`` is the datagram the application answered with."""
+
+    __slots__ = ("expires", "peer_key", "reply")
+
+    def __init__(self, expires: float, peer_key: tuple[Hashable, Hashable] | None) -> None:
+        self.expires = expires
+        self.peer_key = peer_key
+        self.reply: bytes | None = None
+
+
+class DeliveryLog:
+    __slots__ = ("_by_id", "_by_key", "capacity", "ttl")
+
+    def __init__(self, *, ttl: float = 30.0, capacity: int = 100_000) -> None:
+        if ttl <= 0 or capacity < 1:
+            raise ValueError("the delivery log needs a positive ttl and capacity")
+        self.ttl = ttl
+        self.capacity = capacity
+        self._by_id: OrderedDict[tuple[Hashable, int], Record] = OrderedDict()
+        self._by_key: dict[tuple[Hashable, Hashable], Record] = {}
+
+    def seen(self, addr: Hashable, packet_id: int, now: float) -> Record | None:
+        """The record of an earlier delivery of this datagram, if it is still kept."""
+        rec = self._by_id.get((addr, packet_id))
+        if rec is None or rec.expires <= now:
+            return None
+        return rec
+
+    def record(self, addr: Hashable, packet_id: int, key: Hashable | None, now: float) -> None:
+        """Remember a delivery; with ``key``, a reply to it can be attached."""
+        by_id = self._by_id
+        self._expire(now)
+        if len(by_id) >= self.capacity:
+            self._forget(by_id.popitem(last=False)[1])
+        if key is None:
+            by_id[addr, packet_id] = Record(now + self.ttl, None)
+        else:
+            peer_key = (addr, key)
+            rec = by_id[addr, packet_id] = Record(now + self.ttl, peer_key)
+            self._by_key[peer_key] = rec
+
+    def attach_reply(self, addr: Hashable, key: Hashable, datagram: bytes) -> bool:
+        """Keep ``datagram`` as the reply to the delivered message with ``key`` from ``addr``."""
+        rec = self._by_key.get((addr, key))
+        if rec is None or rec.reply is not None:
+            return False
+        rec.reply = datagram
+        return True
+
+    def _expire(self, now: float) -> None:
+        by_id = self._by_id
+        while by_id:
+            rec = next(iter(by_id.values()))
+            if rec.expires > now:
+                return
+            by_id.popitem(last=False)
+            self._forget(rec)
+
+    def _forget(self, rec: Record) -> None:
+        peer_key = rec.peer_key
+        if peer_key is not None and self._by_key.get(peer_key) is rec:
+            del self._by_key[peer_key]
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    @property
+    def replies_indexed(self) -> int:
+        return len(self._by_key)

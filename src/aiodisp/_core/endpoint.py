@@ -1,0 +1,496 @@
+"""The protocol state of one dispatcher, with no I/O.
+
+:class:`Endpoint` turns outgoing messages into datagrams, incoming datagrams
+into deliveries and completions, and the passing of time into retransmissions
+and timeouts. Every entry point takes ``now`` (seconds, any monotonic clock);
+what must be sent is appended to :attr:`Endpoint.outbox` as ``(datagram, addr)``
+pairs; messages for the application are appended to :attr:`Endpoint.inbox`.
+The driver tells it the time, sends the outbox and wakes whoever waits.
+
+The tables:
+
+* ``waiting``: pending requests by key (a key is pending at most once);
+* ``acking``: notifies waiting for their ACK, by packet id (ACK framing);
+* a heap of ``(due, seq, Pending)`` giving each pending call its next event
+  (a retransmission or the end of its wait); finished calls stay in the heap
+  until popped or until they are more than half of it, when it is rebuilt;
+* the delivery log (duplicate and reply caches, ACK framing);
+* the RTT table that sizes adaptive retransmission timeouts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+from ..errors import AdapterError, DuplicateKeyError, MessageTooLarge
+from ..retry import RetryPolicy
+from ..stats import Counters
+from .delivery_log import DeliveryLog
+from .framing import (
+    FLAG_ACK,
+    FLAG_ACK_REQUESTED,
+    HEADER_SIZE,
+    ID_BITS,
+    ID_MASK,
+    ack_for,
+    pack_word,
+    unpack_word,
+)
+from .rtt import RttTable
+
+M = TypeVar("M")
+Address = Any
+Framing = Literal["ack", "raw"]
+#: ``report(reason, addr, detail)`` is told of every dropped datagram.
+Reporter = Callable[[str, Address, object], None]
+
+REQUEST = 0
+NOTIFY = 1
+_INF = math.inf
+_COMPACT_MIN = 1024
+
+
+class Received(NamedTuple, Generic[M]):
+    """A message for the application: the message, its size in bytes and its sender.
+
+    ``size`` is the length of the adapter's bytes (the datagram less any framing
+    header); ``addr`` has the form of the sender's ``local_addr`` and can be passed
+    back to any send call.
+    """
+
+    msg: M
+    size: int
+    addr: Address
+
+
+class Pending:
+    """One call waiting for its reply (request) or its ACK (notify)."""
+
+    __slots__ = (
+        "addr",
+        "attempts",
+        "deadline",
+        "done",
+        "due",
+        "frame",
+        "interval",
+        "key",
+        "kind",
+        "max_attempts",
+        "packet_id",
+        "policy",
+        "result",
+        "sent_at",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        kind: int,
+        key: Hashable,
+        addr: Address,
+        frame: bytes,
+        packet_id: int,
+        waiter: Any,
+        now: float,
+        deadline: float,
+    ) -> None:
+        self.kind = kind
+        self.key = key
+        self.addr = addr
+        self.frame: bytes | None = frame
+        self.packet_id = packet_id
+        self.waiter = waiter
+        self.sent_at = now
+        self.deadline = deadline
+        self.attempts = 1
+        self.max_attempts: int | None = 1
+        self.policy: RetryPolicy | None = None
+        self.interval = 0.0
+        self.due = deadline
+        self.done = False
+        self.result: Any = None
+
+
+def _null_report(reason: str, addr: Address, detail: object) -> None:
+    return None
+
+
+class Endpoint(Generic[M]):
+    """Sans-I/O state of one dispatcher: see the module docstring."""
+
+    def __init__(
+        self,
+        adapter: Any,
+        *,
+        framing: Framing = "ack",
+        max_datagram_size: int = 65507,
+        max_queue: int = 1024,
+        check_source: bool = True,
+        delivery_log: DeliveryLog | None = None,
+        rtt: RttTable | None = None,
+        rng: random.Random | None = None,
+        report: Reporter | None = None,
+    ) -> None:
+        if framing not in ("ack", "raw"):
+            raise ValueError(f"framing must be 'ack' or 'raw', not {framing!r}")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.adapter = adapter
+        self._to_raw: Callable[[Any], bytes] = adapter.msg_to_raw
+        self._from_raw: Callable[[bytes], Any] = adapter.raw_to_msg
+        self._key_of: Callable[[Any], Hashable] = adapter.msg_key
+        self._is_reply: Callable[[Any], bool] | None = getattr(adapter, "is_reply", None)
+        self.ack = framing == "ack"
+        self.framing: Framing = framing
+        self.max_datagram_size = max_datagram_size
+        self.max_queue = max_queue
+        self.check_source = check_source
+        self.log = delivery_log if delivery_log is not None else DeliveryLog()
+        self.rtt = rtt if rtt is not None else RttTable()
+        self.rng = rng if rng is not None else random.Random()
+        self.report: Reporter = report if report is not None else _null_report
+        self.counters = Counters()
+        self.waiting: dict[Hashable, Pending] = {}
+        self.acking: dict[int, Pending] = {}
+        self.inbox: deque[Received[M]] = deque()
+        self.outbox: list[tuple[bytes, Address]] = []
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._stale = 0
+        self._seq = itertools.count()
+        self._next_id = self.rng.getrandbits(ID_BITS)
+
+    # ------------------------------------------------------------------ sending
+
+    def encode(self, msg: M) -> tuple[Hashable, bytes]:
+        """The key and adapter bytes of an outgoing message (AdapterError on failure)."""
+        try:
+            key = self._key_of(msg)
+            raw = self._to_raw(msg)
+        except Exception as exc:
+            raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise AdapterError(f"msg_to_raw returned {type(raw).__name__}, not bytes")
+        return key, bytes(raw)
+
+    def _frame(self, flags: int, raw: bytes) -> tuple[bytes, int]:
+        if self.ack:
+            packet_id = self._next_id
+            self._next_id = (packet_id + 1) & ID_MASK
+            frame = pack_word((flags << ID_BITS) | packet_id) + raw
+        else:
+            packet_id = -1
+            frame = raw
+        if len(frame) > self.max_datagram_size:
+            raise MessageTooLarge(len(frame), self.max_datagram_size)
+        self.counters.sent += 1
+        return frame, packet_id
+
+    def start_request(
+        self,
+        msg: M,
+        addr: Address,
+        waiter: Any,
+        now: float,
+        timeout: float,
+        policy: RetryPolicy | None,
+    ) -> Pending:
+        """Register a request; the caller sends ``pending.frame`` to ``addr``."""
+        key, raw = self.encode(msg)
+        waiting = self.waiting
+        try:
+            if key in waiting:
+                raise DuplicateKeyError(key)
+        except TypeError as exc:
+            raise AdapterError(f"msg_key returned an unhashable {type(key).__name__}") from exc
+        frame, packet_id = self._frame(0, raw)
+        p = Pending(REQUEST, key, addr, frame, packet_id, waiter, now, now + timeout)
+        waiting[key] = p
+        self._schedule_first(p, policy, now)
+        self.counters.requests += 1
+        return p
+
+    def start_notify(
+        self,
+        msg: M,
+        addr: Address,
+        waiter: Any,
+        now: float,
+        timeout: float,
+        policy: RetryPolicy,
+    ) -> Pending:
+        """Register a notify that waits for its ACK (ACK framing only)."""
+        if not self.ack:
+            raise RuntimeError("a notify can wait for an ACK only with ACK framing")
+        key, raw = self.encode(msg)
+        frame, packet_id = self._frame(FLAG_ACK_REQUESTED, raw)
+        self._attach_reply(addr, key, frame)
+        p = Pending(NOTIFY, key, addr, frame, packet_id, waiter, now, now + timeout)
+        self.acking[packet_id] = p
+        self._schedule_first(p, policy, now)
+        self.counters.notifies += 1
+        return p
+
+    def frame_oneway(self, msg: M, addr: Address) -> bytes:
+        """The datagram of a message sent once, waiting for nothing."""
+        key, raw = self.encode(msg)
+        frame, _ = self._frame(0, raw)
+        self._attach_reply(addr, key, frame)
+        self.counters.notifies += 1
+        return frame
+
+    def _attach_reply(self, addr: Address, key: Hashable, frame: bytes) -> None:
+        if self.ack:
+            try:
+                self.log.attach_reply(addr, key, frame)
+            except TypeError:
+                pass  # an unhashable key cannot name a delivered request
+
+    def _schedule_first(self, p: Pending, policy: RetryPolicy | None, now: float) -> None:
+        if policy is not None:
+            p.policy = policy
+            p.max_attempts = policy.max_attempts
+            first = policy.initial_timeout
+            if first is None:
+                first = self.rtt.rto(p.addr)
+            interval = self._jitter(min(first, policy.max_interval), policy.jitter)
+            p.interval = interval
+            if now + interval < p.deadline:
+                p.due = now + interval
+        heapq.heappush(self._heap, (p.due, next(self._seq), p))
+
+    def _jitter(self, interval: float, jitter: float) -> float:
+        if jitter:
+            return interval * (1.0 + jitter * (2.0 * self.rng.random() - 1.0))
+        return interval
+
+    def cancel(self, p: Pending, *, counted: bool = True) -> None:
+        """Forget a call whose caller stopped waiting (cancelled, failed to send)."""
+        if p.done:
+            return
+        self._finish(p)
+        if counted:
+            self.counters.cancelled += 1
+
+    def _finish(self, p: Pending) -> None:
+        p.done = True
+        p.frame = None
+        self._stale += 1
+        if p.kind == REQUEST:
+            if self.waiting.get(p.key) is p:
+                del self.waiting[p.key]
+        else:
+            self.acking.pop(p.packet_id, None)
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must next run, or None when nothing waits."""
+        heap = self._heap
+        while heap and heap[0][2].done:
+            heapq.heappop(heap)
+            self._stale -= 1
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float) -> list[Pending]:
+        """Retransmit what is due (into the outbox); return the calls that timed out."""
+        heap = self._heap
+        expired: list[Pending] = []
+        outbox = self.outbox
+        counters = self.counters
+        while heap and heap[0][0] <= now:
+            _, _, p = heapq.heappop(heap)
+            if p.done:
+                self._stale -= 1
+                continue
+            if now >= p.deadline or (
+                p.max_attempts is not None and p.attempts >= p.max_attempts
+            ):
+                self._finish(p)
+                self._stale -= 1  # it has left the heap already
+                counters.timeouts += 1
+                expired.append(p)
+                continue
+            policy = p.policy
+            assert policy is not None and p.frame is not None
+            p.attempts += 1
+            counters.retransmissions += 1
+            counters.sent += 1
+            outbox.append((p.frame, p.addr))
+            interval = self._jitter(
+                min(p.interval * policy.backoff, policy.max_interval), policy.jitter
+            )
+            p.interval = interval
+            p.due = min(now + interval, p.deadline)
+            heapq.heappush(heap, (p.due, next(self._seq), p))
+        if self._stale > _COMPACT_MIN and self._stale * 2 > len(heap):
+            self._heap = [item for item in heap if not item[2].done]
+            heapq.heapify(self._heap)
+            self._stale = 0
+        return expired
+
+    def close(self) -> list[Pending]:
+        """Forget every pending call and queued message; return the calls to fail."""
+        pending = [*self.waiting.values(), *self.acking.values()]
+        for p in pending:
+            p.done = True
+            p.frame = None
+        self.waiting.clear()
+        self.acking.clear()
+        self._heap.clear()
+        self._stale = 0
+        self.counters.discarded_on_close += len(self.inbox)
+        self.inbox.clear()
+        self.outbox.clear()
+        return pending
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.waiting) + len(self.acking)
+
+    @property
+    def heap_size(self) -> int:
+        return len(self._heap)
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, data: bytes, addr: Address, now: float) -> Pending | None:
+        """Take one datagram; return the call it completes, if any.
+
+        ACKs and cached replies go to the outbox; messages for the application
+        go to the inbox; everything dropped is counted and reported.
+        """
+        counters = self.counters
+        counters.received += 1
+        size = len(data)
+        if size > self.max_datagram_size:
+            counters.oversize += 1
+            self.report("oversize", addr, size)
+            return None
+        if self.ack:
+            if size < HEADER_SIZE:
+                if size:
+                    counters.header_errors += 1
+                    self.report("header", addr, f"{size}-byte datagram")
+                else:
+                    counters.empty += 1
+                    self.report("empty", addr, None)
+                return None
+            (word,) = unpack_word(data)
+            flags = word >> ID_BITS
+            packet_id = word & ID_MASK
+            if flags == FLAG_ACK:
+                if size != HEADER_SIZE:
+                    counters.header_errors += 1
+                    self.report("header", addr, "ACK with payload")
+                    return None
+                return self._on_ack(packet_id, addr, now)
+            if flags & ~FLAG_ACK_REQUESTED:
+                counters.header_errors += 1
+                self.report("header", addr, f"flags 0x{flags:02x}")
+                return None
+            rec = self.log.seen(addr, packet_id, now)
+            if rec is not None:
+                counters.duplicates += 1
+                if flags:
+                    self.outbox.append((ack_for(packet_id), addr))
+                    counters.acks_sent += 1
+                    counters.sent += 1
+                if rec.reply is not None:
+                    self.outbox.append((rec.reply, addr))
+                    counters.replies_resent += 1
+                    counters.sent += 1
+                return None
+            raw = data[HEADER_SIZE:]
+            size -= HEADER_SIZE
+        else:
+            if not size:
+                counters.empty += 1
+                self.report("empty", addr, None)
+                return None
+            flags = 0
+            packet_id = -1
+            raw = data
+        try:
+            msg = self._from_raw(raw)
+            key = self._key_of(msg)
+            is_reply = self._is_reply
+            if is_reply is None:
+                p = self.waiting.get(key)
+                reply = p is not None and (not self.check_source or p.addr == addr)
+            elif is_reply(msg):
+                reply = True
+                p = self.waiting.get(key)
+            else:
+                reply = False
+                p = None
+                hash(key)  # the delivery log and reply cache index by it
+        except Exception as exc:
+            counters.decode_errors += 1
+            self.report("decode", addr, exc)
+            return None
+
+        if reply:
+            if p is None:
+                counters.unknown_replies += 1
+                self.report("unknown reply", addr, key)
+                if flags:  # processed: a retransmission would not change the outcome
+                    self.outbox.append((ack_for(packet_id), addr))
+                    counters.acks_sent += 1
+                    counters.sent += 1
+                return None
+            if self.check_source and p.addr != addr:
+                counters.wrong_source += 1
+                self.report("wrong source", addr, key)
+                return None
+            del self.waiting[key]
+            p.done = True
+            p.frame = None
+            p.result = msg
+            self._stale += 1
+            counters.replies_matched += 1
+            if p.attempts == 1:
+                self.rtt.sample(addr, now - p.sent_at)
+            if packet_id >= 0:
+                self.log.record(addr, packet_id, None, now)
+                if flags:
+                    self.outbox.append((ack_for(packet_id), addr))
+                    counters.acks_sent += 1
+                    counters.sent += 1
+            return p
+
+        inbox = self.inbox
+        if len(inbox) >= self.max_queue:
+            counters.queue_drops += 1
+            self.report("queue full", addr, key)
+            return None
+        inbox.append(Received(msg, size, addr))
+        counters.delivered += 1
+        if packet_id >= 0:
+            self.log.record(addr, packet_id, key, now)
+            if flags:
+                self.outbox.append((ack_for(packet_id), addr))
+                counters.acks_sent += 1
+                counters.sent += 1
+        return None
+
+    def _on_ack(self, packet_id: int, addr: Address, now: float) -> Pending | None:
+        p = self.acking.get(packet_id)
+        if p is None or (self.check_source and p.addr != addr):
+            self.counters.unknown_acks += 1
+            self.report("unknown ACK", addr, packet_id)
+            return None
+        del self.acking[packet_id]
+        p.done = True
+        p.frame = None
+        self._stale += 1
+        self.counters.acks_received += 1
+        if p.attempts == 1:
+            self.rtt.sample(addr, now - p.sent_at)
+        return p

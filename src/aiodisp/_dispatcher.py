@@ -1,0 +1,496 @@
+"""The asyncio driver: one transport, one sans-I/O endpoint, one timer.
+
+The whole flow of a datagram: ``transport → datagram_received → endpoint.receive
+→ wake the waiter / the reader → send the outbox``. A call: ``register in the
+endpoint → send → arm the timer → await a future``. Every protocol decision is
+in :mod:`aiodisp._core.endpoint`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Hashable
+from types import TracebackType
+from typing import Any, Generic, Literal, Self, TypeVar
+
+from ._core.delivery_log import DeliveryLog
+from ._core.endpoint import Endpoint, Pending, Received
+from ._core.rtt import RttTable
+from ._ratelog import RateLimitedLog
+from ._transports.base import Address, DatagramTransport
+from .errors import (
+    DispatcherClosed,
+    ReliabilityUnavailable,
+    RequestTimeout,
+    TransportError,
+)
+from .retry import ADAPTIVE, RetryPolicy
+from .stats import Stats
+
+M = TypeVar("M")
+
+#: The timeout of a call made with ``timeout=None`` when the dispatcher was given none.
+DEFAULT_TIMEOUT = 5.0
+_ADDR_CACHE_MAX = 4096
+_TIMER_SLACK = 1e-4
+_LOG = logging.getLogger("aiodisp")
+
+
+class Dispatcher(Generic[M]):
+    """Sends requests and notifications over a datagram transport and sorts what comes back.
+
+    Replies wake the request they answer; every other message is queued for
+    :meth:`recv_from` (or ``async for``). See the module docs of :mod:`aiodisp`.
+
+    Options (all keyword-only, all with safe defaults):
+
+    ``framing``: ``"ack"`` (8-byte header: ACKs, retransmission de-duplication,
+    reply cache) or ``"raw"`` (the adapter's bytes are the whole datagram).
+    ``timeout``: what ``timeout=None`` means in calls (default 5 s).
+    ``retry``: the default :class:`RetryPolicy` of request() (default: one send).
+    ``notify_retry``: the default policy of notify() over ACK framing (default:
+    adaptive, retransmitting until the timeout).
+    ``max_queue``: incoming messages held for recv_from (default 1024; past it the
+    newest is dropped, counted and not ACKed).
+    ``max_pending``: requests and notifies in flight at once (default 65536; past it
+    a call waits for room within its own timeout).
+    ``check_source``: accept a reply or ACK only from the address the call went to
+    (default True; turning it off lets anyone who guesses a key answer).
+    ``dedup_ttl`` / ``dedup_capacity``: how long and how many delivered datagrams
+    are remembered to drop retransmitted copies (default 30 s, 100,000).
+    ``logger``: where drops and errors are logged (default ``logging.getLogger("aiodisp")``),
+    at most a few lines per reason every 10 s.
+    """
+
+    def __init__(
+        self,
+        transport: DatagramTransport,
+        adapter: Any,
+        *,
+        framing: Literal["ack", "raw"] = "ack",
+        logger: logging.Logger | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        notify_retry: RetryPolicy | None = None,
+        max_queue: int = 1024,
+        max_pending: int = 65536,
+        check_source: bool = True,
+        dedup_ttl: float = 30.0,
+        dedup_capacity: int = 100_000,
+        seed: int | None = None,
+    ) -> None:
+        for name in ("msg_to_raw", "raw_to_msg", "msg_key"):
+            if not callable(getattr(adapter, name, None)):
+                raise TypeError(f"the adapter has no {name}() method")
+        if not timeout > 0 or math.isinf(timeout):
+            raise ValueError("the default timeout must be positive and finite")
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._log = RateLimitedLog(logger if logger is not None else _LOG)
+        self._core: Endpoint[M] = Endpoint(
+            adapter,
+            framing=framing,
+            max_datagram_size=transport.max_datagram_size,
+            max_queue=max_queue,
+            check_source=check_source,
+            delivery_log=DeliveryLog(ttl=dedup_ttl, capacity=dedup_capacity),
+            rtt=RttTable(),
+            rng=random.Random(seed),
+            report=self._report_drop,
+        )
+        self._timeout = timeout
+        self._retry = retry
+        self._notify_retry = notify_retry if notify_retry is not None else ADAPTIVE
+        self._max_pending = max_pending
+        self._addrs: dict[Any, Address] = {}
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._room: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf
+        self._closed = False
+        self._send = transport.send
+        transport.start(self)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def local_addr(self) -> Address:
+        """Where peers reach this dispatcher (pass it to their send calls)."""
+        return self._transport.local_addr
+
+    @property
+    def transport(self) -> DatagramTransport:
+        return self._transport
+
+    @property
+    def framing(self) -> Literal["ack", "raw"]:
+        return self._core.framing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the counters (see :class:`aiodisp.Stats`)."""
+        return self._core.counters.snapshot()
+
+    @property
+    def pending(self) -> int:
+        """Requests and notifies now waiting for a reply or an ACK."""
+        return self._core.pending_count
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the incoming queue."""
+        return len(self._core.inbox)
+
+    def rto(self, addr: Address) -> float:
+        """The adaptive retransmission timeout now estimated for ``addr``."""
+        return self._core.rtt.rto(self._addrs.get(addr, addr))
+
+    # ------------------------------------------------------------------ calls
+
+    async def request(
+        self,
+        msg: M,
+        addr: Address,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> M:
+        """Send ``msg`` to ``addr`` and return the reply with the same key.
+
+        Raises :class:`RequestTimeout` when ``timeout`` passes or ``retry`` is
+        spent, :class:`DuplicateKeyError` if the key is already pending,
+        :class:`AdapterError`, :class:`MessageTooLarge`, :class:`TransportError`
+        or :class:`DispatcherClosed`.
+        """
+        if self._closed:
+            raise DispatcherClosed()
+        dest = self._addrs.get(addr)
+        if dest is None:
+            dest = await self._resolve(addr)
+        loop = self._loop
+        now = loop.time()
+        if timeout is None:
+            timeout = self._timeout
+        core = self._core
+        if core.pending_count >= self._max_pending:
+            await self._wait_for_room(now + timeout)
+            now = loop.time()
+        fut: asyncio.Future[M] = loop.create_future()
+        p = core.start_request(
+            msg, dest, fut, now, timeout, retry if retry is not None else self._retry
+        )
+        try:
+            if self._send(p.frame, dest):  # type: ignore[arg-type]
+                await self._transport.wait_writable()
+            if p.due < self._armed_at:
+                self._arm(p.due)
+            return await fut
+        finally:
+            if not p.done:
+                core.cancel(p)
+                self._room_freed()
+
+    async def notify(
+        self,
+        msg: M,
+        addr: Address,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Send ``msg`` reliably: return once the peer has it.
+
+        Over a reliable transport (Unix datagram, a lossless memory link) that is
+        once the datagram is sent; otherwise, with ACK framing, once the peer's
+        dispatcher ACKs it (it ACKs when the message is queued for its
+        application), retransmitting by ``retry`` or the adaptive default.
+        Raises :class:`ReliabilityUnavailable` on an unreliable transport with
+        raw framing, :class:`RequestTimeout` when no ACK comes in time.
+        """
+        if self._closed:
+            raise DispatcherClosed()
+        core = self._core
+        transport = self._transport
+        if transport.reliable:
+            await self._send_oneway(msg, addr)
+            return
+        if not core.ack:
+            raise ReliabilityUnavailable(
+                "notify() needs ACK framing on an unreliable transport; this dispatcher "
+                "uses raw framing (use notify_unreliable(), or framing='ack')"
+            )
+        dest = self._addrs.get(addr)
+        if dest is None:
+            dest = await self._resolve(addr)
+        loop = self._loop
+        now = loop.time()
+        if timeout is None:
+            timeout = self._timeout
+        if core.pending_count >= self._max_pending:
+            await self._wait_for_room(now + timeout)
+            now = loop.time()
+        fut: asyncio.Future[None] = loop.create_future()
+        p = core.start_notify(
+            msg, dest, fut, now, timeout, retry if retry is not None else self._notify_retry
+        )
+        try:
+            if self._send(p.frame, dest):  # type: ignore[arg-type]
+                await transport.wait_writable()
+            if p.due < self._armed_at:
+                self._arm(p.due)
+            await fut
+        finally:
+            if not p.done:
+                core.cancel(p)
+                self._room_freed()
+
+    async def notify_unreliable(self, msg: M, addr: Address) -> None:
+        """Send ``msg`` once and return at once; nothing is retransmitted or confirmed."""
+        if self._closed:
+            raise DispatcherClosed()
+        await self._send_oneway(msg, addr)
+
+    async def _send_oneway(self, msg: M, addr: Address) -> None:
+        dest = self._addrs.get(addr)
+        if dest is None:
+            dest = await self._resolve(addr)
+        frame = self._core.frame_oneway(msg, dest)
+        if self._send(frame, dest):
+            await self._transport.wait_writable()
+            if self._closed:
+                raise DispatcherClosed()
+
+    async def recv_from(self, timeout: float | None = None) -> Received[M]:
+        """The next message that is not a reply: ``Received(msg, size, addr)``.
+
+        Raises :class:`RequestTimeout` when ``timeout`` (default: the
+        dispatcher's) passes, :class:`DispatcherClosed` once closed.
+        """
+        inbox = self._core.inbox
+        if inbox and not self._closed:
+            self._core.counters.consumed += 1
+            return inbox.popleft()
+        wait = self._timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(wait):
+                return await self._get()
+        except TimeoutError:
+            if self._closed:
+                raise DispatcherClosed() from None
+            raise RequestTimeout(f"no message arrived within {wait:g} s") from None
+
+    async def _get(self) -> Received[M]:
+        inbox = self._core.inbox
+        while True:
+            if self._closed:
+                raise DispatcherClosed()
+            if inbox:
+                self._core.counters.consumed += 1
+                return inbox.popleft()
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._wake_getters()  # pass our wake-up on to another reader
+                else:
+                    fut.cancel()
+                    _discard(self._getters, fut)
+                raise
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Received[M]:
+        try:
+            return await self._get()
+        except DispatcherClosed:
+            raise StopAsyncIteration from None
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Stop receiving, close the transport and fail every waiting call.
+
+        Idempotent. Calls waiting now and made later raise :class:`DispatcherClosed`;
+        messages still queued are discarded and counted (``discarded_on_close``).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed_at = math.inf
+        self._transport.close()
+        for p in self._core.close():
+            waiter = p.waiter
+            p.waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(DispatcherClosed("the dispatcher closed while waiting"))
+        for queue in (self._getters, self._room):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the woken call sees _closed and raises
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ transport side
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        core = self._core
+        p = core.receive(data, addr, self._loop.time())
+        if p is not None:
+            waiter = p.waiter
+            p.waiter = None
+            if not waiter.done():
+                waiter.set_result(p.result)
+            if self._room:
+                self._room_freed()
+        if core.outbox:
+            self._flush()
+        if core.inbox and self._getters:
+            self._wake_getters()
+
+    def error_received(self, exc: Exception) -> None:
+        self._core.counters.transport_errors += 1
+        self._log(logging.WARNING, "transport", "transport error: %s", exc)
+
+    # ------------------------------------------------------------------ internals
+
+    def _flush(self) -> None:
+        outbox = self._core.outbox
+        send = self._send
+        counters = self._core.counters
+        for data, addr in outbox:
+            try:
+                send(data, addr)
+            except TransportError as exc:
+                counters.transport_errors += 1
+                self._log(logging.WARNING, "send", "could not send to %r: %s", addr, exc)
+        outbox.clear()
+
+    def _wake_getters(self) -> None:
+        getters = self._getters
+        n = len(self._core.inbox)
+        while getters and n:
+            fut = getters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed_at = math.inf
+        core = self._core
+        expired = core.handle_timer(self._loop.time() + _TIMER_SLACK)
+        if core.outbox:
+            self._flush()
+        for p in expired:
+            waiter = p.waiter
+            p.waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(_timeout_error(p, self._loop.time()))
+        if expired and self._room:
+            self._room_freed()
+        when = core.next_deadline()
+        if when is not None:
+            self._arm(when)
+
+    async def _wait_for_room(self, deadline: float) -> None:
+        loop = self._loop
+        while self._core.pending_count >= self._max_pending:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._room.append(fut)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+            except BaseException as exc:
+                fut.cancel()
+                _discard(self._room, fut)
+                if not isinstance(exc, TimeoutError):
+                    raise
+                raise RequestTimeout(
+                    f"no room among the {self._max_pending} pending calls before the timeout"
+                ) from None
+            if self._closed:
+                raise DispatcherClosed()
+
+    def _room_freed(self) -> None:
+        room = self._room
+        free = self._max_pending - self._core.pending_count
+        while room and free > 0:
+            fut = room.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                free -= 1
+
+    async def _resolve(self, addr: Any) -> Address:
+        try:
+            dest = await self._transport.resolve(addr)
+        except TypeError as exc:
+            raise TransportError(f"{addr!r} is not an address: {exc}") from exc
+        if self._closed:
+            raise DispatcherClosed()
+        addrs = self._addrs
+        if len(addrs) >= _ADDR_CACHE_MAX:
+            addrs.clear()
+        try:
+            addrs[addr] = dest
+        except TypeError:
+            pass  # an unhashable address is resolved on every call
+        return dest
+
+    def _report_drop(self, reason: str, addr: Address, detail: object) -> None:
+        self._log(logging.WARNING, reason, "dropped a datagram from %r: %s (%s)", addr, reason,
+                  detail)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.pending} pending, {self.queued} queued"
+        return f"<Dispatcher {self.framing} {self.local_addr!r}: {state}>"
+
+
+def _discard(queue: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+    with contextlib.suppress(ValueError):
+        queue.remove(fut)
+
+
+def _timeout_error(p: Pending, now: float) -> RequestTimeout:
+    what = "reply to request" if p.kind == 0 else "ACK for notify"
+    key: Hashable = p.key
+    return RequestTimeout(
+        f"no {what} {key!r} from {p.addr!r} after {p.attempts} attempt(s) "
+        f"in {now - p.sent_at:.3f} s",
+        key=key,
+        addr=p.addr,
+        attempts=p.attempts,
+    )

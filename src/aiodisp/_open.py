@@ -1,0 +1,83 @@
+"""The factories: each opens a transport and returns a started Dispatcher on it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._dispatcher import Dispatcher
+from ._transports.memory import Link, MemoryNetwork
+from ._transports.sockets import SocketTransport, make_udp_socket, make_unix_socket
+
+__all__ = ["open_memory_pair", "open_udp", "open_unix"]
+
+
+async def open_udp(
+    adapter: Any,
+    local_addr: tuple[Any, ...] = ("127.0.0.1", 0),
+    *,
+    framing: str = "ack",
+    reuse_port: bool = False,
+    max_datagram_size: int | None = None,
+    **options: Any,
+) -> Dispatcher[Any]:
+    """A dispatcher on a UDP socket bound to ``local_addr`` (IPv4 or IPv6).
+
+    ``reuse_port=True`` sets SO_REUSEPORT so several processes can serve one
+    port. Other keyword options are the :class:`Dispatcher`'s.
+    """
+    sock, limit = make_udp_socket(local_addr, reuse_port=reuse_port)
+    transport = SocketTransport(
+        sock,
+        reliable=False,
+        max_datagram_size=min(limit, max_datagram_size or limit),
+    )
+    return _start(transport, adapter, framing, options)
+
+
+async def open_unix(
+    adapter: Any,
+    path: str | os.PathLike[str],
+    *,
+    framing: str = "ack",
+    max_datagram_size: int | None = None,
+    **options: Any,
+) -> Dispatcher[Any]:
+    """A dispatcher on a Unix datagram socket bound to ``path``.
+
+    The socket file is removed on close; a stale one left at ``path`` by a dead
+    process is replaced, a live one raises :class:`TransportError`. Sends wait
+    for room when the peer's queue is full, so the transport is reliable.
+    """
+    sock, fspath = make_unix_socket(path)
+    from ._transports.sockets import UNIX_MAX
+
+    transport = SocketTransport(
+        sock,
+        reliable=True,
+        max_datagram_size=min(UNIX_MAX, max_datagram_size or UNIX_MAX),
+        unlink_on_close=fspath,
+    )
+    return _start(transport, adapter, framing, options)
+
+
+async def open_memory_pair(
+    adapter: Any,
+    *,
+    link: Link | None = None,
+    framing: str = "ack",
+    **options: Any,
+) -> tuple[Dispatcher[Any], Dispatcher[Any]]:
+    """Two dispatchers joined by an in-memory link that injects ``link``'s faults."""
+    network = MemoryNetwork(link)
+    a = _start(network.transport(), adapter, framing, options)
+    b = _start(network.transport(), adapter, framing, options)
+    return a, b
+
+
+def _start(transport: Any, adapter: Any, framing: str, options: dict[str, Any]) -> Dispatcher[Any]:
+    try:
+        return Dispatcher(transport, adapter, framing=framing, **options)  # type: ignore[arg-type]
+    except BaseException:
+        transport.close()
+        raise

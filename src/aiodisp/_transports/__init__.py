@@ -1,0 +1,1 @@
+"""Transports: the carriers a Dispatcher drives (UDP, Unix datagram, in-memory)."""

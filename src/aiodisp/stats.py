@@ -1,0 +1,110 @@
+"""Counters a dispatcher keeps, and the frozen snapshot users read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["Counters", "Stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of a dispatcher's counters (``Dispatcher.stats``).
+
+    Every datagram that is not delivered or used lands in exactly one of the
+    drop counters, so a flood can be accounted for.
+    """
+
+    #: datagrams handed to the transport (first sends, retransmissions, ACKs, cached replies)
+    sent: int = 0
+    #: datagrams read from the transport
+    received: int = 0
+    #: request() calls that sent their first datagram
+    requests: int = 0
+    #: notify() and notify_unreliable() calls that sent their first datagram
+    notifies: int = 0
+    #: datagrams sent again by a retry policy
+    retransmissions: int = 0
+    #: requests completed by their reply
+    replies_matched: int = 0
+    #: notify() calls completed by the peer's ACK
+    acks_received: int = 0
+    #: ACKs this dispatcher sent
+    acks_sent: int = 0
+    #: calls that ended in RequestTimeout (retries spent or timeout passed)
+    timeouts: int = 0
+    #: calls cancelled by their caller while waiting
+    cancelled: int = 0
+    #: messages queued for recv_from
+    delivered: int = 0
+    #: messages handed to recv_from
+    consumed: int = 0
+    # -- drops --
+    #: replies whose key has no pending request (late, duplicate, unsolicited)
+    unknown_replies: int = 0
+    #: replies with a pending key that came from another address than the request went to
+    wrong_source: int = 0
+    #: ACKs for no pending notify, or from the wrong address
+    unknown_acks: int = 0
+    #: datagrams whose framing header was missing or malformed
+    header_errors: int = 0
+    #: datagrams the adapter could not decode (raw_to_msg, msg_key or is_reply raised)
+    decode_errors: int = 0
+    #: empty datagrams
+    empty: int = 0
+    #: datagrams larger than the transport's limit
+    oversize: int = 0
+    #: retransmitted copies of datagrams already delivered (ACKed again, not delivered)
+    duplicates: int = 0
+    #: cached replies sent again for a retransmitted request
+    replies_resent: int = 0
+    #: messages dropped because the incoming queue was full (not ACKed)
+    queue_drops: int = 0
+    #: queued messages discarded by close()
+    discarded_on_close: int = 0
+    #: errors the transport reported (ICMP errors, failed sends)
+    transport_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+STAT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Stats))
+
+
+class Counters:
+    """The mutable counters behind :class:`Stats` (plain slots: cheap to bump)."""
+
+    __slots__ = STAT_FIELDS
+
+    sent: int
+    received: int
+    requests: int
+    notifies: int
+    retransmissions: int
+    replies_matched: int
+    acks_received: int
+    acks_sent: int
+    timeouts: int
+    cancelled: int
+    delivered: int
+    consumed: int
+    unknown_replies: int
+    wrong_source: int
+    unknown_acks: int
+    header_errors: int
+    decode_errors: int
+    empty: int
+    oversize: int
+    duplicates: int
+    replies_resent: int
+    queue_drops: int
+    discarded_on_close: int
+    transport_errors: int
+
+    def __init__(self) -> None:
+        for name in STAT_FIELDS:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> Stats:
+        return Stats(**{name: getattr(self, name) for name in STAT_FIELDS})
