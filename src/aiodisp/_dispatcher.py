@@ -14,7 +14,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar
 
@@ -318,6 +318,22 @@ class Dispatcher(Generic[M]):
             return await self._get()
         except DispatcherClosed:
             raise StopAsyncIteration from None
+
+    async def serve(
+        self,
+        handler: Callable[[M, Address], Awaitable[M | None]],
+        *,
+        concurrency: int = 64,
+    ) -> None:
+        """Answer every incoming message with ``await handler(msg, addr)`` until closed.
+
+        A handler returns the reply to send (or None for no reply). Up to
+        ``concurrency`` handlers run at once; a handler that raises is counted
+        and logged, never fatal. Returns when the dispatcher closes.
+        """
+        from ._serve import serve
+
+        await serve(self, handler, concurrency=concurrency)
 
     # ------------------------------------------------------------------ closing
 
