@@ -1,0 +1,209 @@
+"""Handler-style serving: answer every incoming message with ``await handler(msg, addr)``.
+
+A :class:`Server` reads the dispatcher's incoming messages, runs the handler on
+each with at most ``concurrency`` handlers in flight, and sends what a handler
+returns back to the sender with ``notify_unreliable`` (over ACK framing the
+dispatcher's reply cache answers a retransmitted request from the cached reply,
+without running the handler again). While ``concurrency`` handlers are busy the
+server reads nothing more: the dispatcher's queue fills, and past ``max_queue``
+new messages are dropped and not ACKed, so reliable senders back off and retry.
+
+A handler that raises is counted (:attr:`ServeStats.errors`), logged at a
+bounded rate on the ``aiodisp.serve`` logger and, if given, reported to
+``on_error``; serving goes on. When the dispatcher closes, handlers still running
+are cancelled (their replies could no longer be sent) and awaited, and
+:meth:`Server.run` returns normally. Cancelling the task running it cancels and
+awaits every handler, then re-raises the cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._ratelog import RateLimitedLog
+from .errors import DispatcherClosed, DispatchError
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+
+__all__ = ["ServeStats", "Server", "serve"]
+
+M = TypeVar("M")
+
+Handler = Callable[[M, Any], Awaitable[M | None]]
+#: ``on_error(exc, msg, addr)``: called for every handler exception and failed reply send.
+ErrorCallback = Callable[[BaseException, Any, Any], object]
+
+_LOG = logging.getLogger("aiodisp.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeStats:
+    """What a :class:`Server` has done so far (``Server.stats``)."""
+
+    #: messages handed to the handler
+    handled: int = 0
+    #: replies sent (the handler returned something other than None)
+    replied: int = 0
+    #: handler calls that raised an exception
+    errors: int = 0
+    #: replies that could not be sent (adapter error, too large, transport error)
+    send_errors: int = 0
+    #: handlers cancelled because serving stopped (the dispatcher closed or run() was cancelled)
+    cancelled: int = 0
+    #: handlers running right now
+    in_flight: int = 0
+
+
+class Server(Generic[M]):
+    """Runs ``handler`` on every message a dispatcher receives; see the module docs.
+
+    ``concurrency`` bounds the handlers running at once (default 64).
+    ``on_error(exc, msg, addr)`` is called for each handler exception and each
+    reply that could not be sent. ``logger`` (default ``aiodisp.serve``) gets
+    at most a few lines per kind of failure every 10 s.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher[M],
+        handler: Handler[M],
+        *,
+        concurrency: int = 64,
+        on_error: ErrorCallback | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._dispatcher = dispatcher
+        self._handler = handler
+        self._concurrency = concurrency
+        self._on_error = on_error
+        self._log = RateLimitedLog(logger if logger is not None else _LOG)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        self._handled = 0
+        self._replied = 0
+        self._errors = 0
+        self._send_errors = 0
+        self._cancelled = 0
+
+    @property
+    def stats(self) -> ServeStats:
+        """A snapshot of the server's counters."""
+        return ServeStats(
+            handled=self._handled,
+            replied=self._replied,
+            errors=self._errors,
+            send_errors=self._send_errors,
+            cancelled=self._cancelled,
+            in_flight=len(self._tasks),
+        )
+
+    async def run(self) -> ServeStats:
+        """Serve until the dispatcher closes; return the final :attr:`stats`.
+
+        A server runs once at a time; running it again after it returned
+        serves again and keeps counting.
+        """
+        if self._running:
+            raise RuntimeError("this Server is already running")
+        self._running = True
+        room = asyncio.Semaphore(self._concurrency)
+        try:
+            messages = aiter(self._dispatcher)
+            while True:
+                await room.acquire()  # read nothing more while every slot is busy
+                try:
+                    msg, _size, addr = await anext(messages)
+                except StopAsyncIteration:
+                    room.release()
+                    break
+                except BaseException:
+                    room.release()
+                    raise
+                self._handled += 1
+                task = asyncio.create_task(self._handle(msg, addr))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _t: room.release())
+        finally:
+            await self._stop_handlers()
+            self._running = False
+        return self.stats
+
+    async def _handle(self, msg: M, addr: Any) -> None:
+        try:
+            reply = await self._handler(msg, addr)
+        except asyncio.CancelledError:
+            self._cancelled += 1
+            raise
+        except Exception as exc:
+            self._errors += 1
+            self._report("handler", exc, msg, addr)
+            return
+        if reply is None:
+            return
+        try:
+            await self._dispatcher.notify_unreliable(reply, addr)
+        except DispatcherClosed:
+            return  # closing: the reply can no longer go out
+        except DispatchError as exc:
+            self._send_errors += 1
+            self._report("reply", exc, msg, addr)
+            return
+        self._replied += 1
+
+    def _report(self, kind: str, exc: Exception, msg: M, addr: Any) -> None:
+        what = "the handler raised" if kind == "handler" else "could not send the reply"
+        self._log(
+            logging.ERROR,
+            kind,
+            "%s on a message from %r: %s",
+            what,
+            addr,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(exc, msg, addr)
+            except Exception as cb_exc:
+                self._log(logging.ERROR, "on_error", "on_error raised: %r", cb_exc)
+
+    async def _stop_handlers(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        # Wait for every handler even if we are cancelled meanwhile; re-raise that after.
+        gathered = asyncio.gather(*tasks, return_exceptions=True)
+        interrupted: asyncio.CancelledError | None = None
+        while not gathered.done():
+            try:
+                await asyncio.shield(gathered)
+            except asyncio.CancelledError as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+
+async def serve(
+    dispatcher: Dispatcher[M],
+    handler: Handler[M],
+    *,
+    concurrency: int = 64,
+    on_error: ErrorCallback | None = None,
+) -> None:
+    """Answer every message ``dispatcher`` receives with ``await handler(msg, addr)``.
+
+    Runs until the dispatcher closes. See :class:`Server` (which also keeps
+    counts) for the details; ``Dispatcher.serve(handler, concurrency=...)``
+    calls this.
+    """
+    await Server(dispatcher, handler, concurrency=concurrency, on_error=on_error).run()
