@@ -3,14 +3,21 @@
 An adapter is any object with ``msg_to_raw(msg) -> bytes``,
 ``raw_to_msg(raw) -> msg``, ``msg_key(msg) -> hashable`` and, optionally,
 ``is_reply(msg) -> bool``; these classes are examples you can use as they are.
+
+* :class:`IdPrefixAdapter`: binary :class:`IdMessage` (8-byte id, reply flag, payload).
+* :class:`JsonAdapter`: dicts as JSON objects; key and reply flag are fields.
+* :class:`MsgpackAdapter`: the same as MessagePack maps (``aiodisp[msgpack]``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import struct
-from typing import NamedTuple
+from collections.abc import Callable, Hashable
+from typing import Any, NamedTuple
 
-__all__ = ["IdMessage", "IdPrefixAdapter"]
+__all__ = ["IdMessage", "IdPrefixAdapter", "JsonAdapter", "MsgpackAdapter"]
 
 
 class IdMessage(NamedTuple):
@@ -43,3 +50,177 @@ class IdPrefixAdapter:
 
     def is_reply(self, msg: IdMessage) -> bool:
         return msg.reply
+
+
+# ---------------------------------------------------------------------- dict codecs
+
+
+def _freeze(value: Any) -> Hashable:
+    """``value`` made hashable: lists become tuples, dicts sorted tuples of pairs."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    hash(value)
+    return value  # type: ignore[no-any-return]
+
+
+class _DictAdapter:
+    """What the dict codecs share: the key and the reply flag are fields of the dict."""
+
+    key_field: str
+    reply_field: str | None
+    _options: dict[str, Any]
+
+    def _init_fields(
+        self, key_field: str, reply_field: str | None, **options: Any
+    ) -> None:
+        if reply_field is not None and reply_field == key_field:
+            raise ValueError("the key field and the reply field must differ")
+        self.key_field = key_field
+        self.reply_field = reply_field
+        self._options = options
+
+    def _dumps(self, msg: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def _loads(self, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def msg_to_raw(self, msg: dict[str, Any]) -> bytes:
+        if not isinstance(msg, dict):
+            raise TypeError(f"a message must be a dict, not {type(msg).__name__}")
+        return self._dumps(msg)
+
+    def raw_to_msg(self, raw: bytes) -> dict[str, Any]:
+        msg = self._loads(raw)
+        if not isinstance(msg, dict):
+            raise ValueError(f"the datagram holds a {type(msg).__name__}, not an object/map")
+        return msg
+
+    def msg_key(self, msg: dict[str, Any]) -> Hashable:
+        """The key field's value, made hashable (lists become tuples). KeyError if missing."""
+        return _freeze(msg[self.key_field])
+
+    def make_reply(self, request: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """A reply to ``request``: its key, the reply flag (if any) set, and ``fields``."""
+        reply: dict[str, Any] = {self.key_field: request[self.key_field], **fields}
+        if self.reply_field is not None:
+            reply[self.reply_field] = True
+        return reply
+
+    def _public_class(self) -> type[_DictAdapter]:
+        return next(c for c in type(self).__mro__ if not c.__name__.startswith("_"))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle rebuild through the constructor: the same variant, fresh codecs
+        return (_rebuild, (self._public_class(), self.key_field, self.reply_field, self._options))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self._public_class().__name__}(key_field={self.key_field!r}, "
+            f"reply_field={self.reply_field!r})"
+        )
+
+
+def _rebuild(
+    cls: type[_DictAdapter], key_field: str, reply_field: str | None, options: dict[str, Any]
+) -> _DictAdapter:
+    return cls(key_field, reply_field, **options)  # type: ignore[call-arg]
+
+
+class _ReplyField:
+    """Mixed into a dict codec when it has a reply field: it gains ``is_reply``."""
+
+    reply_field: str
+
+    def is_reply(self, msg: dict[str, Any]) -> bool:
+        """True when the reply field is present and truthy."""
+        return bool(msg.get(self.reply_field))
+
+
+class JsonAdapter(_DictAdapter):
+    """Messages are dicts encoded as compact UTF-8 JSON objects.
+
+    ``key_field`` names the field that pairs a request with its reply (its value
+    may be any JSON value; lists and objects are made hashable). ``reply_field``
+    names the field that marks replies (truthy: a reply). With
+    ``reply_field=None`` the adapter has no ``is_reply`` method at all, so a
+    message is a reply exactly when its key matches a pending request.
+    ``ensure_ascii`` and ``sort_keys`` are passed to :func:`json.dumps`.
+    Datagrams that are not a UTF-8 JSON object raise ``ValueError``.
+    """
+
+    def __new__(
+        cls,
+        key_field: str = "id",
+        reply_field: str | None = "reply",
+        **_options: Any,
+    ) -> JsonAdapter:
+        if reply_field is not None and cls is JsonAdapter:
+            cls = _JsonReplyAdapter
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        key_field: str = "id",
+        reply_field: str | None = "reply",
+        *,
+        ensure_ascii: bool = False,
+        sort_keys: bool = False,
+    ) -> None:
+        self._init_fields(key_field, reply_field, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+        self._encoder = json.JSONEncoder(
+            ensure_ascii=ensure_ascii, sort_keys=sort_keys, separators=(",", ":")
+        )
+        self._decoder = json.JSONDecoder()
+
+    def _dumps(self, msg: dict[str, Any]) -> bytes:
+        return self._encoder.encode(msg).encode("utf-8")
+
+    def _loads(self, raw: bytes) -> Any:
+        return self._decoder.decode(bytes(raw).decode("utf-8"))
+
+
+class _JsonReplyAdapter(_ReplyField, JsonAdapter):
+    reply_field: str
+
+
+class MsgpackAdapter(_DictAdapter):
+    """Messages are dicts encoded with MessagePack (the ``aiodisp[msgpack]`` extra).
+
+    Fields as :class:`JsonAdapter`. Strings travel as str, bytes as bin; a
+    datagram that is not one complete MessagePack map raises.
+    """
+
+    def __new__(
+        cls,
+        key_field: str = "id",
+        reply_field: str | None = "reply",
+    ) -> MsgpackAdapter:
+        if reply_field is not None and cls is MsgpackAdapter:
+            cls = _MsgpackReplyAdapter
+        return super().__new__(cls)
+
+    def __init__(self, key_field: str = "id", reply_field: str | None = "reply") -> None:
+        try:
+            import msgpack
+        except ImportError as exc:
+            raise ImportError(
+                "MsgpackAdapter needs the msgpack package: pip install 'aiodisp[msgpack]'"
+            ) from exc
+        self._init_fields(key_field, reply_field)
+        self._packb: Callable[[Any], bytes] = functools.partial(msgpack.packb, use_bin_type=True)
+        self._unpackb: Callable[[bytes], Any] = functools.partial(
+            msgpack.unpackb, raw=False, strict_map_key=False
+        )
+
+    def _dumps(self, msg: dict[str, Any]) -> bytes:
+        return self._packb(msg)
+
+    def _loads(self, raw: bytes) -> Any:
+        return self._unpackb(raw)
+
+
+class _MsgpackReplyAdapter(_ReplyField, MsgpackAdapter):
+    reply_field: str
