@@ -84,9 +84,14 @@ class Dispatcher(Generic[M]):
         dedup_capacity: int = 100_000,
         seed: int | None = None,
     ) -> None:
-        for name in ("msg_to_raw", "raw_to_msg", "msg_key"):
-            if not callable(getattr(adapter, name, None)):
-                raise TypeError(f"the adapter has no {name}() method")
+        missing = [
+            f"{name}()"
+            for name in ("msg_to_raw", "raw_to_msg", "msg_key")
+            if not callable(getattr(adapter, name, None))
+        ]
+        if missing:
+            name = type(adapter).__name__
+            raise TypeError(f"{name} is not an adapter: it lacks {', '.join(missing)}")
         if not timeout > 0 or math.isinf(timeout):
             raise ValueError("the default timeout must be positive and finite")
         if max_pending < 1:

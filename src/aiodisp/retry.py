@@ -41,5 +41,6 @@ class RetryPolicy:
 
 
 #: What notify() uses over ACK framing when neither the call nor the
-#: dispatcher names a policy: adaptive first wait, retries until the timeout.
-ADAPTIVE = RetryPolicy(initial_timeout=None, max_attempts=None)
+#: dispatcher names a policy: adaptive first wait, doubling up to one second,
+#: retries until the timeout.
+ADAPTIVE = RetryPolicy(initial_timeout=None, max_attempts=None, max_interval=1.0)
