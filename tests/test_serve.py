@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import aiodisp
-from aiodisp._serve import ServeStats, Server, serve
+from aiodisp._serve import Server, ServeStats, serve
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 
 FAST = aiodisp.RetryPolicy(initial_timeout=0.02, max_attempts=50, max_interval=0.1)

@@ -56,11 +56,11 @@ class IdPrefixAdapter:
 
 
 def _freeze(value: Any) -> Hashable:
-    """``value`` made hashable: lists become tuples, dicts sorted tuples of pairs."""
+    """``value`` made hashable: lists become tuples, dicts frozensets of pairs."""
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return frozenset((_freeze(k), _freeze(v)) for k, v in value.items())
     hash(value)
     return value  # type: ignore[no-any-return]
 
@@ -72,9 +72,7 @@ class _DictAdapter:
     reply_field: str | None
     _options: dict[str, Any]
 
-    def _init_fields(
-        self, key_field: str, reply_field: str | None, **options: Any
-    ) -> None:
+    def _init_fields(self, key_field: str, reply_field: str | None, **options: Any) -> None:
         if reply_field is not None and reply_field == key_field:
             raise ValueError("the key field and the reply field must differ")
         self.key_field = key_field
