@@ -1,0 +1,49 @@
+"""One client measurement in its own process: ``python client_main.py '<json options>'``.
+
+Options: ``peer``, ``variant``, ``loop``, ``target`` ([host, port]), ``in_flight``,
+``duration``, ``warmup``, ``timeout``, ``cpu`` (core to pin to, or null),
+``profile`` (optional: a pyinstrument HTML/text output path). Prints the
+:class:`common.Measurement` as one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common
+import peers
+
+
+async def measure(opts: dict[str, Any]) -> common.Measurement:
+    peer = peers.load(opts["peer"])
+    target = tuple(opts["target"])
+    call, close = await peer.open_client(opts["variant"], target, opts["timeout"])
+    try:
+        return await common.drive(
+            call,
+            in_flight=opts["in_flight"],
+            duration=opts["duration"],
+            warmup=opts["warmup"],
+        )
+    finally:
+        await close()
+        await asyncio.sleep(0)
+
+
+def main() -> None:
+    opts = json.loads(sys.argv[1])
+    common.pin(opts.get("cpu"))
+    gc.collect()
+    m: common.Measurement = common.run_on(opts["loop"], measure(opts))
+    print(json.dumps(m.as_dict()))
+
+
+if __name__ == "__main__":
+    main()

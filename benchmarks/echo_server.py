@@ -1,0 +1,159 @@
+"""The common echo server: one fast answer for every client under comparison.
+
+Client-side comparisons measure the clients, so they all talk to this one server,
+which is cheaper per datagram than any of them: a raw non-blocking socket read
+through ``loop.add_reader``, draining every queued datagram per wake-up (run it
+on uvloop). Each mode has its own socket and writes a correct reply:
+
+* ``raw``: IdPrefixAdapter bytes (hand-rolled matchers, aiodisp raw framing):
+  set the reply flag, bit 63 of the first word;
+* ``ack``: aiodisp ACK framing: keep the 8-byte framing header (flags 0, the
+  packet id: unique per client, so the client's duplicate filter is content)
+  and set the reply flag of the adapter's word behind it;
+* ``rpc``: rpcudp: ``0x01``, the request's 20-byte id, ``msgpack(argument)``
+  with the reply flag set;
+* ``coap``: CoAP: a piggybacked ACK (to CON) or a NON response (to NON), code
+  2.05, the request's token, the payload with the reply flag set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import msgpack
+except ImportError:  # pragma: no cover - rpcudp brings umsgpack
+    import umsgpack as msgpack  # type: ignore[no-redef]
+
+from common import REPLY_BIT, WORD
+
+MODES = ("raw", "ack", "rpc", "coap")
+_pack = WORD.pack
+_unpack = WORD.unpack_from
+
+
+def reply_raw(data: bytes) -> bytes | None:
+    (word,) = _unpack(data)
+    return _pack(word | REPLY_BIT) + data[8:]
+
+
+def reply_ack(data: bytes) -> bytes | None:
+    if len(data) < 16 or data[0] != 0:  # only first sends of requests (flags 0)
+        return None
+    (word,) = _unpack(data, 8)
+    return data[:8] + _pack(word | REPLY_BIT) + data[16:]
+
+
+def reply_rpc(data: bytes) -> bytes | None:
+    if len(data) < 22 or data[0] != 0:
+        return None
+    _name, args = msgpack.unpackb(data[21:])
+    return b"\x01" + data[1:21] + msgpack.packb(reply_raw(args[0]))
+
+
+_coap_mids = itertools.count(1)
+
+
+def coap_payload(data: bytes, tkl: int) -> bytes:
+    """The payload of a CoAP message whose options start after the token."""
+    pos = 4 + tkl
+    end = len(data)
+    while pos < end:
+        byte = data[pos]
+        if byte == 0xFF:
+            return data[pos + 1 :]
+        pos += 1
+        for nibble in (byte >> 4, byte & 0x0F):  # delta, then length
+            if nibble == 13:
+                ext = data[pos] + 13
+                pos += 1
+            elif nibble == 14:
+                ext = (data[pos] << 8 | data[pos + 1]) + 269
+                pos += 2
+            else:
+                ext = nibble
+        pos += ext  # the last ext read is the option's length
+    return b""
+
+
+def reply_coap(data: bytes) -> bytes | None:
+    if len(data) < 4 or data[0] >> 6 != 1 or data[1] == 0:
+        return None
+    mtype = (data[0] >> 4) & 3
+    tkl = data[0] & 0x0F
+    token = data[4 : 4 + tkl]
+    payload = coap_payload(data, tkl)
+    if len(payload) < 8:
+        return None
+    if mtype == 0:  # CON: piggybacked response in the ACK
+        head = bytes((0x60 | tkl, 0x45)) + data[2:4]
+    elif mtype == 1:  # NON: a NON response with a fresh message id
+        mid = next(_coap_mids) & 0xFFFF
+        head = bytes((0x50 | tkl, 0x45, mid >> 8, mid & 0xFF))
+    else:
+        return None
+    body = reply_raw(payload)
+    assert body is not None
+    return head + token + b"\xff" + body
+
+
+REPLIES: dict[str, Callable[[bytes], bytes | None]] = {
+    "raw": reply_raw,
+    "ack": reply_ack,
+    "rpc": reply_rpc,
+    "coap": reply_coap,
+}
+
+
+async def serve_common(
+    modes: tuple[str, ...],
+    ready: Callable[[dict[str, Any]], None],
+    stop: asyncio.Future[None],
+    host: str = "127.0.0.1",
+) -> None:
+    """One socket per mode on ``host``; ``ready({mode: addr})`` once bound."""
+    loop = asyncio.get_running_loop()
+    socks: list[socket.socket] = []
+    addrs: dict[str, Any] = {}
+    try:
+        for mode in modes:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.bind((host, 0))
+            addrs[mode] = sock.getsockname()
+            loop.add_reader(sock.fileno(), _drainer(sock, REPLIES[mode]))
+        ready(addrs)
+        await stop
+    finally:
+        for sock in socks:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+
+def _drainer(sock: socket.socket, answer: Callable[[bytes], bytes | None]) -> Callable[[], None]:
+    recvfrom = sock.recvfrom
+    sendto = sock.sendto
+
+    def drain() -> None:
+        while True:
+            try:
+                data, peer = recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                reply = answer(data)
+            except Exception:  # a malformed datagram gets no reply
+                continue
+            if reply is not None:
+                try:
+                    sendto(reply, peer)
+                except BlockingIOError:
+                    pass  # the client's timeout covers it
+
+    return drain
