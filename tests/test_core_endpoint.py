@@ -97,7 +97,8 @@ def test_second_reply_completes_nothing() -> None:
     assert client.receive(second, B, 0.002) is None
     assert client.receive(first, B, 0.003) is None  # a network duplicate of the first
     assert client.counters.replies_matched == 1
-    assert client.counters.duplicates == 1 and client.counters.unknown_replies == 1
+    # with is_reply a late copy is simply an unknown reply (no log entry is spent on it)
+    assert client.counters.unknown_replies == 2
 
 
 def test_network_duplicate_of_a_reply_is_not_delivered_without_is_reply() -> None:

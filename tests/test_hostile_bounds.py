@@ -196,11 +196,6 @@ async def test_a_thousand_callers_never_exceed_max_pending() -> None:
     assert 1 <= peak <= 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: request()/notify() give a call its whole timeout again after "
-    "waiting for room under max_pending (the wait is not deducted)",
-)
 async def test_time_spent_waiting_for_room_counts_against_the_call_timeout(
     peer: socket.socket,
 ) -> None:
@@ -223,11 +218,6 @@ async def test_time_spent_waiting_for_room_counts_against_the_call_timeout(
             await finish(second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a caller woken for room that is cancelled before it runs "
-    "does not pass the room on; the next waiter times out with room free",
-)
 async def test_room_given_to_a_cancelled_waiter_passes_to_the_next() -> None:
     a, b = await aiodisp.open_memory_pair(KeyAdapter(), max_pending=1)
     serving = asyncio.create_task(echo_server(b))
@@ -256,11 +246,6 @@ class FailsOnKey(KeyAdapter):
         return super().msg_to_raw(msg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a caller woken for room whose message then fails to encode "
-    "(AdapterError) does not pass the room on; the next waiter times out",
-)
 async def test_room_given_to_a_call_that_fails_to_encode_passes_to_the_next() -> None:
     a, b = await aiodisp.open_memory_pair(FailsOnKey(), max_pending=1)
     serving = asyncio.create_task(echo_server(b))
@@ -281,12 +266,6 @@ async def test_room_given_to_a_call_that_fails_to_encode_passes_to_the_next() ->
     await serving
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: finished calls stay in the endpoint's timer heap until their "
-    "original due time (compaction runs only in handle_timer), so the heap grows "
-    "with call rate x timeout instead of being bounded by the pending calls",
-)
 async def test_finished_calls_do_not_accumulate_in_the_timer_heap() -> None:
     a, b = await aiodisp.open_memory_pair(KeyAdapter(), max_pending=10)
     serving = asyncio.create_task(echo_server(b))

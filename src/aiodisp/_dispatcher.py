@@ -189,12 +189,16 @@ class Dispatcher(Generic[M]):
             timeout = self._timeout
         core = self._core
         if core.pending_count >= self._max_pending:
-            await self._wait_for_room(now + timeout)
-            now = loop.time()
+            now, timeout = await self._wait_for_room(now, timeout)
         fut: asyncio.Future[M] = loop.create_future()
-        p = core.start_request(
-            msg, dest, fut, now, timeout, retry if retry is not None else self._retry
-        )
+        try:
+            p = core.start_request(
+                msg, dest, fut, now, timeout, retry if retry is not None else self._retry
+            )
+        except BaseException:
+            if self._room:
+                self._room_freed()  # pass on the room this call will not use
+            raise
         try:
             if self._send(p.frame, dest):  # type: ignore[arg-type]
                 await self._transport.wait_writable()
@@ -243,12 +247,16 @@ class Dispatcher(Generic[M]):
         if timeout is None:
             timeout = self._timeout
         if core.pending_count >= self._max_pending:
-            await self._wait_for_room(now + timeout)
-            now = loop.time()
+            now, timeout = await self._wait_for_room(now, timeout)
         fut: asyncio.Future[None] = loop.create_future()
-        p = core.start_notify(
-            msg, dest, fut, now, timeout, retry if retry is not None else self._notify_retry
-        )
+        try:
+            p = core.start_notify(
+                msg, dest, fut, now, timeout, retry if retry is not None else self._notify_retry
+            )
+        except BaseException:
+            if self._room:
+                self._room_freed()
+            raise
         try:
             if self._send(p.frame, dest):  # type: ignore[arg-type]
                 await transport.wait_writable()
@@ -447,8 +455,10 @@ class Dispatcher(Generic[M]):
         if when is not None:
             self._arm(when)
 
-    async def _wait_for_room(self, deadline: float) -> None:
+    async def _wait_for_room(self, now: float, timeout: float) -> tuple[float, float]:
+        """Wait until fewer than max_pending calls are in flight; return (now, time left)."""
         loop = self._loop
+        deadline = now + timeout
         while self._core.pending_count >= self._max_pending:
             fut: asyncio.Future[None] = loop.create_future()
             self._room.append(fut)
@@ -456,8 +466,11 @@ class Dispatcher(Generic[M]):
                 async with asyncio.timeout_at(deadline):
                     await fut
             except BaseException as exc:
-                fut.cancel()
-                _discard(self._room, fut)
+                if fut.done() and not fut.cancelled():
+                    self._room_freed()  # woken but leaving: pass the room on
+                else:
+                    fut.cancel()
+                    _discard(self._room, fut)
                 if not isinstance(exc, TimeoutError):
                     raise
                 raise RequestTimeout(
@@ -465,6 +478,8 @@ class Dispatcher(Generic[M]):
                 ) from None
             if self._closed:
                 raise DispatcherClosed()
+        now = loop.time()
+        return now, max(deadline - now, 0.0)
 
     def _room_freed(self) -> None:
         room = self._room

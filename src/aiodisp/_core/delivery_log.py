@@ -31,26 +31,26 @@ class Record:
 
 
 class DeliveryLog:
-    __slots__ = ("_by_id", "_by_key", "capacity", "ttl")
+    __slots__ = ("by_id", "_by_key", "capacity", "ttl")
 
     def __init__(self, *, ttl: float = 30.0, capacity: int = 100_000) -> None:
         if ttl <= 0 or capacity < 1:
             raise ValueError("the delivery log needs a positive ttl and capacity")
         self.ttl = ttl
         self.capacity = capacity
-        self._by_id: OrderedDict[tuple[Hashable, int], Record] = OrderedDict()
+        self.by_id: OrderedDict[tuple[Hashable, int], Record] = OrderedDict()
         self._by_key: dict[tuple[Hashable, Hashable], Record] = {}
 
     def seen(self, addr: Hashable, packet_id: int, now: float) -> Record | None:
         """The record of an earlier delivery of this datagram, if it is still kept."""
-        rec = self._by_id.get((addr, packet_id))
+        rec = self.by_id.get((addr, packet_id))
         if rec is None or rec.expires <= now:
             return None
         return rec
 
     def record(self, addr: Hashable, packet_id: int, key: Hashable | None, now: float) -> None:
         """Remember a delivery; with ``key``, a reply to it can be attached."""
-        by_id = self._by_id
+        by_id = self.by_id
         self._expire(now)
         if len(by_id) >= self.capacity:
             self._forget(by_id.popitem(last=False)[1])
@@ -70,7 +70,7 @@ class DeliveryLog:
         return True
 
     def _expire(self, now: float) -> None:
-        by_id = self._by_id
+        by_id = self.by_id
         while by_id:
             rec = next(iter(by_id.values()))
             if rec.expires > now:
@@ -84,7 +84,7 @@ class DeliveryLog:
             del self._by_key[peer_key]
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self.by_id)
 
     @property
     def replies_indexed(self) -> int:

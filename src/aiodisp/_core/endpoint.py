@@ -157,6 +157,7 @@ class Endpoint(Generic[M]):
         self.rng = rng if rng is not None else random.Random()
         self.report: Reporter = report if report is not None else _null_report
         self.counters = Counters()
+        self._seen = self.log.by_id.get
         self.waiting: dict[Hashable, Pending] = {}
         self.acking: dict[int, Pending] = {}
         self.inbox: deque[Received[M]] = deque()
@@ -175,9 +176,15 @@ class Endpoint(Generic[M]):
             raw = self._to_raw(msg)
         except Exception as exc:
             raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+        if type(raw) is not bytes:
+            raw = self._as_bytes(raw)
+        return key, raw
+
+    @staticmethod
+    def _as_bytes(raw: object) -> bytes:
         if not isinstance(raw, bytes | bytearray | memoryview):
             raise AdapterError(f"msg_to_raw returned {type(raw).__name__}, not bytes")
-        return key, bytes(raw)
+        return bytes(raw)
 
     def _frame(self, flags: int, raw: bytes) -> tuple[bytes, int]:
         if self.ack:
@@ -202,18 +209,40 @@ class Endpoint(Generic[M]):
         policy: RetryPolicy | None,
     ) -> Pending:
         """Register a request; the caller sends ``pending.frame`` to ``addr``."""
-        key, raw = self.encode(msg)
+        # The hot path: encode() and _frame() are inlined here.
+        try:
+            key = self._key_of(msg)
+            raw = self._to_raw(msg)
+        except Exception as exc:
+            raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+        if type(raw) is not bytes:
+            raw = self._as_bytes(raw)
         waiting = self.waiting
         try:
             if key in waiting:
                 raise DuplicateKeyError(key)
         except TypeError as exc:
             raise AdapterError(f"msg_key returned an unhashable {type(key).__name__}") from exc
-        frame, packet_id = self._frame(0, raw)
+        if self.ack:
+            packet_id = self._next_id
+            self._next_id = (packet_id + 1) & ID_MASK
+            frame = pack_word(packet_id) + raw
+        else:
+            packet_id = -1
+            frame = raw
+        if len(frame) > self.max_datagram_size:
+            raise MessageTooLarge(len(frame), self.max_datagram_size)
         p = Pending(REQUEST, key, addr, frame, packet_id, waiter, now, now + timeout)
         waiting[key] = p
-        self._schedule_first(p, policy, now)
-        self.counters.requests += 1
+        if policy is None:
+            heapq.heappush(self._heap, (p.due, next(self._seq), p))
+            if self._stale > _COMPACT_MIN:
+                self._compact()
+        else:
+            self._schedule_first(p, policy, now)
+        counters = self.counters
+        counters.requests += 1
+        counters.sent += 1
         return p
 
     def start_notify(
@@ -264,6 +293,8 @@ class Endpoint(Generic[M]):
             if now + interval < p.deadline:
                 p.due = now + interval
         heapq.heappush(self._heap, (p.due, next(self._seq), p))
+        if self._stale > _COMPACT_MIN:
+            self._compact()
 
     def _jitter(self, interval: float, jitter: float) -> float:
         if jitter:
@@ -329,11 +360,21 @@ class Endpoint(Generic[M]):
             p.interval = interval
             p.due = min(now + interval, p.deadline)
             heapq.heappush(heap, (p.due, next(self._seq), p))
-        if self._stale > _COMPACT_MIN and self._stale * 2 > len(heap):
+        if self._stale > _COMPACT_MIN:
+            self._compact()
+        return expired
+
+    def _compact(self) -> None:
+        """Drop finished calls from the timer heap once they are most of it.
+
+        Called wherever the heap grows, so it holds at most about twice the
+        pending calls (plus a constant), whatever the call rate and timeouts.
+        """
+        heap = self._heap
+        if self._stale * 2 > len(heap):
             self._heap = [item for item in heap if not item[2].done]
             heapq.heapify(self._heap)
             self._stale = 0
-        return expired
 
     def close(self) -> list[Pending]:
         """Forget every pending call and queued message; return the calls to fail."""
@@ -395,8 +436,8 @@ class Endpoint(Generic[M]):
                 counters.header_errors += 1
                 self.report("header", addr, f"flags 0x{flags:02x}")
                 return None
-            rec = self.log.seen(addr, packet_id, now)
-            if rec is not None:
+            rec = self._seen((addr, packet_id))
+            if rec is not None and rec.expires > now:
                 counters.duplicates += 1
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
@@ -458,7 +499,11 @@ class Endpoint(Generic[M]):
             if p.attempts == 1:
                 self.rtt.sample(addr, now - p.sent_at)
             if packet_id >= 0:
-                self.log.record(addr, packet_id, None, now)
+                if self._is_reply is None:
+                    # without is_reply a network duplicate of this reply would look
+                    # like a new message: remember it (with is_reply it is just an
+                    # unknown reply)
+                    self.log.record(addr, packet_id, None, now)
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
