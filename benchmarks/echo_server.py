@@ -14,6 +14,10 @@ on uvloop). Each mode has its own socket and writes a correct reply:
   with the reply flag set;
 * ``coap``: CoAP: a piggybacked ACK (to CON) or a NON response (to NON), code
   2.05, the request's token, the payload with the reply flag set.
+
+``held_raw`` / ``held_ack`` (memory benchmark) answer like ``raw`` / ``ack`` but
+hold every reply back until ``expect`` requests have come, then wait ``hold``
+seconds and send them all, paced, so that ``expect`` requests are pending at once.
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ async def serve_common(
     ready: Callable[[dict[str, Any]], None],
     stop: asyncio.Future[None],
     host: str = "127.0.0.1",
+    *,
+    hold: float = 1.0,
+    expect: int = 0,
 ) -> None:
     """One socket per mode on ``host``; ``ready({mode: addr})`` once bound."""
     loop = asyncio.get_running_loop()
@@ -124,10 +131,14 @@ async def serve_common(
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             socks.append(sock)
             sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            big_buffers(sock)
             sock.bind((host, 0))
             addrs[mode] = sock.getsockname()
-            loop.add_reader(sock.fileno(), _drainer(sock, REPLIES[mode]))
+            if mode.startswith("held_"):
+                drain = _holder(sock, REPLIES[mode[5:]], hold, expect)
+            else:
+                drain = _drainer(sock, REPLIES[mode])
+            loop.add_reader(sock.fileno(), drain)
         ready(addrs)
         await stop
     finally:
@@ -155,5 +166,47 @@ def _drainer(sock: socket.socket, answer: Callable[[bytes], bytes | None]) -> Ca
                     sendto(reply, peer)
                 except BlockingIOError:
                     pass  # the client's timeout covers it
+
+    return drain
+
+
+def big_buffers(sock: socket.socket, size: int = 128 << 20) -> None:
+    """Socket buffers of ``size`` (past rmem_max as root), so bursts are not dropped."""
+    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force if force is not None else plain, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+def _holder(
+    sock: socket.socket, answer: Callable[[bytes], bytes | None], hold: float, expect: int
+) -> Callable[[], None]:
+    loop = asyncio.get_running_loop()
+    held: list[tuple[bytes, Any]] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def release() -> None:
+        await asyncio.sleep(hold)
+        batch, held[:] = list(held), []
+        for k, (reply, peer) in enumerate(batch):
+            sock.sendto(reply, peer)
+            if k % 256 == 255:
+                await asyncio.sleep(0.0005)
+
+    def drain() -> None:
+        while True:
+            try:
+                data, peer = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            reply = answer(data)
+            if reply is not None:
+                held.append((reply, peer))
+                if len(held) == expect:
+                    task = loop.create_task(release())
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
 
     return drain

@@ -8,7 +8,11 @@ calls are made with ``--concurrency`` in flight, and the benchmark reports
   the caller), over the time from the first call to the last completion;
 * retransmissions per message (the client dispatcher's ``stats``);
 * p50 / p99 completion time of one call;
-* copies the serving application saw more than once (must be 0).
+* copies the serving application saw more than once (must be 0), and
+  notifications whose notify() returned normally but that the serving
+  application never received (must be 0; see the note on the memory link);
+* messages the server's dispatcher dropped because its incoming queue was full
+  (recovered by retransmission when the sender waits for ACKs).
 
 The link is, by default, the in-memory one (``aiodisp.Link(loss=p, seed=1)``,
 both peers in this process: it runs anywhere). With ``--kernel`` (root, ``ip``,
@@ -19,7 +23,9 @@ the processes of ``tests/kernel_peers.py`` and the drop counters are reported.
 notify() uses an adaptive first wait (from the measured RTT) and back-off capped
 at 0.5 s; request() a RetryPolicy(initial_timeout=0.05, max_attempts=20,
 max_interval=0.5). A lossless memory link is a reliable transport, so notify()
-over it returns once sent (no ACK): its 0% row measures the send path only.
+over it returns once sent, without waiting for an ACK: when the serving
+dispatcher's queue (1024) overflows, those notifications are lost, and the
+"app lost" column of that row shows how many.
 
     python benchmarks/loss_goodput.py [--kernel] [--json] [--count 2000]
 """
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import logging
 import math
 import sys
 from collections import Counter
@@ -64,9 +71,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def row(link: str, loss: int, mode: str, count: int, client: dict[str, Any],
-        received: list[int], **extra: Any) -> dict[str, Any]:
-    """One line of results from the client's report and the ids the server's app saw."""
+        received: list[int], server_stats: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """One line of results from the client's report and what the server side saw."""
     distinct = len(set(received)) if mode == "notify" else client["ok"]
+    failed = {int(e.split(":", 1)[0]) for e in client["errors"]}
+    lost = set(range(1, count + 1)) - failed - set(received)
     latencies = client["latencies"]
     return {
         "link": link,
@@ -81,6 +90,9 @@ def row(link: str, loss: int, mode: str, count: int, client: dict[str, Any],
         "p50_ms": round(percentile(latencies, 0.50) * 1e3, 3),
         "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3),
         "app_duplicates": sum(n - 1 for n in Counter(received).values()),
+        "app_lost": len(lost),
+        "server_queue_drops": server_stats["queue_drops"],
+        "server_duplicates_dropped": server_stats["duplicates"],
         **extra,
     }
 
@@ -109,8 +121,7 @@ async def memory_case(peers: ModuleType, loss: int, mode: str, count: int,
         await app
     report = {"ok": res.ok, "errors": res.errors, "latencies": res.latencies,
               "elapsed": res.elapsed, "stats": client.stats.as_dict()}
-    return row("memory", loss, mode, count, report, seen,
-               server_duplicates_dropped=server.stats.duplicates)
+    return row("memory", loss, mode, count, report, seen, server.stats.as_dict())
 
 
 def kernel_case(peers: ModuleType, loss: int, mode: str, count: int,
@@ -122,8 +133,7 @@ def kernel_case(peers: ModuleType, loss: int, mode: str, count: int,
             "--timeout", str(CALL_TIMEOUT), *argv,
         )
         drops = lab.counters()
-    return row("kernel", loss, mode, count, client, server["received"],
-               server_duplicates_dropped=server["stats"]["duplicates"],
+    return row("kernel", loss, mode, count, client, server["received"], server["stats"],
                nft_dropped_to_server=drops["to_server"]["dropped"],
                nft_dropped_to_client=drops["to_client"]["dropped"])
 
@@ -149,7 +159,8 @@ COLUMNS = (
     ("link", "link"), ("loss_percent", "loss %"), ("call", "call"), ("ok", "ok"),
     ("errors", "errors"), ("goodput_msg_s", "goodput msg/s"),
     ("retransmissions_per_msg", "retx/msg"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-    ("app_duplicates", "app dups"),
+    ("app_duplicates", "app dups"), ("app_lost", "app lost"),
+    ("server_queue_drops", "srv queue drops"),
 )
 KERNEL_COLUMNS = (("nft_dropped_to_server", "nft drop →srv"),
                   ("nft_dropped_to_client", "nft drop →cli"))
@@ -174,7 +185,9 @@ def print_table(rows: list[dict[str, Any]], count: int, concurrency: int) -> Non
         table.add_column(label, justify="left" if key in ("link", "call") else "right")
     for r in rows:
         table.add_row(*(str(r[key]) for key, _ in columns))
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 150)
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="calls in flight")
     parser.add_argument("--loss", default="0,5,20", help="loss percentages, comma-separated")
     args = parser.parse_args(argv)
+    # Drops are counted in the table; the dispatcher's rate-limited log would only repeat them.
+    logging.getLogger("aiodisp").setLevel(logging.ERROR)
     losses = [int(p) for p in args.loss.split(",")]
     rows = measure(kernel=args.kernel, losses=losses, count=args.count,
                    concurrency=args.concurrency)

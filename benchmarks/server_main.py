@@ -41,7 +41,10 @@ async def _main(opts: dict[str, Any]) -> None:
         if opts["peer"] == "echo":
             import echo_server
 
-            await echo_server.serve_common(tuple(opts["modes"]), _ready, stop, host=addr[0])
+            await echo_server.serve_common(
+                tuple(opts["modes"]), _ready, stop, host=addr[0],
+                hold=opts.get("hold", 1.0), expect=opts.get("expect", 0),
+            )
         elif opts.get("reuse_port"):
             from aiodisp._bench import serve_echo
 

@@ -31,7 +31,7 @@ class Record:
 
 
 class DeliveryLog:
-    __slots__ = ("by_id", "_by_key", "capacity", "ttl")
+    __slots__ = ("_by_key", "by_id", "capacity", "ttl")
 
     def __init__(self, *, ttl: float = 30.0, capacity: int = 100_000) -> None:
         if ttl <= 0 or capacity < 1:
