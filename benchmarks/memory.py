@@ -1,0 +1,306 @@
+"""Memory benchmarks of an aiodisp client.
+
+    python benchmarks/memory.py                 # 100k pending; 1M requests, 10% time out/cancel
+    python benchmarks/memory.py --quick         # 20k pending; 50k requests
+    python benchmarks/memory.py --json out.json
+
+``pending``: N requests (default 100,000) are pending at once against a socket
+that never answers; tracemalloc measures the bytes they hold, per request. A
+request is what a user writes, ``await d.request(...)`` in a task of its own,
+so the figure is given twice: everything, and aiodisp's share (everything less
+the same number of tasks awaiting a bare future, measured the same way). Then
+the N requests all end in RequestTimeout at their timeout, and the dispatcher
+must be empty again. A second phase (skip it with ``--no-replies``) holds N requests
+pending against a server that answers them all at once after a pause, and
+checks every reply.
+
+``flat``: M requests (default 1,000,000; 256 in flight) to the common echo
+server, of which 5% time out (sent to a socket that never answers) and 5% are
+cancelled by the caller (``asyncio.timeout`` around the call); the traced
+memory and the RSS are sampled along the way. Flat means: no growth from the
+middle of the run to its end (the ACK-framing duplicate filter fills up to its
+capacity first, then stays there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import socket
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common
+import harness
+from echo_server import big_buffers
+
+import aiodisp
+from aiodisp.adapters import IdMessage, IdPrefixAdapter
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _silent_socket() -> socket.socket:
+    """A bound UDP socket nobody reads: requests sent there are never answered."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+async def _bare_task_bytes(n: int) -> float:
+    """Traced bytes per task that awaits a bare future (the caller's own cost)."""
+    loop = asyncio.get_running_loop()
+
+    async def wait(fut: asyncio.Future[None]) -> None:
+        await fut
+
+    gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    futs = [loop.create_future() for _ in range(n)]
+    tasks = [asyncio.ensure_future(wait(f)) for f in futs]
+    await asyncio.sleep(0.05)
+    used = tracemalloc.get_traced_memory()[0] - base
+    for f in futs:
+        f.set_result(None)
+    await asyncio.gather(*tasks)
+    del futs, tasks
+    return used / n
+
+
+async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
+    """N requests pending at once against a silent socket; bytes per pending request."""
+    silent = _silent_socket()
+    dest = silent.getsockname()
+    body = os.urandom(common.PAYLOAD)
+    client = await aiodisp.open_udp(
+        IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing, max_pending=n + 1
+    )
+    out: dict[str, Any] = {"n": n, "framing": framing}
+    try:
+        tracemalloc.start()
+        out["bare_task_bytes"] = await _bare_task_bytes(n)
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        rss0 = _rss()
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> str:
+            try:
+                await client.request(IdMessage(i, body), dest, timeout=timeout)
+            except aiodisp.RequestTimeout:
+                return "timeout"
+            except aiodisp.TransportError:
+                return "send failed"
+            return "reply"
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        while client.pending < n and time.perf_counter() - t0 < timeout:
+            await asyncio.sleep(0.01)
+        out["pending_reached"] = client.pending
+        out["seconds_to_pend"] = time.perf_counter() - t0
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+        out["bytes_per_pending_total"] = used / n
+        out["bytes_per_pending_aiodisp"] = used / n - out["bare_task_bytes"]
+        out["rss_bytes_per_pending"] = (_rss() - rss0) / n
+        top = tracemalloc.take_snapshot().statistics("lineno")[:8]
+        out["top_allocations"] = [
+            f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} "
+            f"{s.size / n:.0f} B/request" for s in top
+        ]
+        outcomes = await asyncio.gather(*tasks)
+        out["seconds_total"] = time.perf_counter() - t0
+        out["outcomes"] = {k: outcomes.count(k) for k in set(outcomes)}
+        del tasks, outcomes
+        gc.collect()
+        out["pending_after"] = client.pending
+        out["bytes_left_after_per_request"] = (tracemalloc.get_traced_memory()[0] - base) / n
+        out["stats"] = {k: v for k, v in client.stats.as_dict().items() if v}
+    finally:
+        tracemalloc.stop()
+        await client.close()
+        silent.close()
+    out["ok"] = out["pending_reached"] == n and out["outcomes"] == {"timeout": n} and \
+        out["pending_after"] == 0
+    return out
+
+
+async def pending_with_replies(n: int, framing: str, hold: float) -> dict[str, Any]:
+    """N requests pending at once, then all answered by a server that held them back."""
+    with harness.Server(peer="echo", modes=["held_" + framing], loop="uvloop",
+                        hold=hold, expect=n) as server:
+        dest = tuple(server.addr["held_" + framing])
+        body = os.urandom(common.PAYLOAD)
+        client = await aiodisp.open_udp(
+            IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing, max_pending=n + 1
+        )
+        big_buffers(client.transport.socket)  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        peak = 0
+
+        async def one(i: int) -> bool:
+            try:
+                reply = await client.request(IdMessage(i, body), dest, timeout=hold + 30.0)
+            except aiodisp.DispatchError:
+                return False
+            return reply.id == i and reply.payload == body and reply.reply
+
+        try:
+            tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+            done = asyncio.ensure_future(asyncio.gather(*tasks))
+            while not done.done():
+                peak = max(peak, client.pending)
+                await asyncio.wait([done], timeout=0.01)
+            results = done.result()
+        finally:
+            await client.close()
+    return {"n": n, "framing": framing, "peak_pending": peak, "correct": sum(results),
+            "seconds": time.perf_counter() - t0, "ok": sum(results) == n and peak == n}
+
+
+async def flat(total: int, framing: str, in_flight: int, samples: int,
+               trace: bool) -> dict[str, Any]:
+    """``total`` requests, 5% timing out and 5% cancelled; memory sampled along the way."""
+    mode = "ack" if framing == "ack" else "raw"
+    with harness.Server(peer="echo", modes=[mode], loop="uvloop",
+                        cpu=common.server_core()) as server:
+        dest = tuple(server.addr[mode])
+        silent = _silent_socket()
+        nowhere = silent.getsockname()
+        body = os.urandom(common.PAYLOAD)
+        client = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing)
+        counts = {"reply": 0, "timeout": 0, "cancelled": 0, "other": 0}
+        series: list[dict[str, float]] = []
+        next_id = 0
+        step = max(1, total // samples)
+        if trace:
+            tracemalloc.start()
+        t0 = time.perf_counter()
+
+        def sample() -> None:
+            gc.collect()
+            series.append({
+                "requests": next_id,
+                "traced_bytes": tracemalloc.get_traced_memory()[0] if trace else 0,
+                "rss_bytes": _rss(),
+                "pending": client.pending,
+                "seconds": round(time.perf_counter() - t0, 2),
+            })
+
+        async def worker() -> None:
+            nonlocal next_id
+            while next_id < total:
+                i = next_id
+                next_id += 1
+                if i % step == 0:
+                    sample()
+                kind = i % 20
+                try:
+                    if kind == 0:  # times out: nobody answers
+                        await client.request(IdMessage(i, body), nowhere, timeout=0.02)
+                    elif kind == 1:  # cancelled by the caller
+                        async with asyncio.timeout(0.02):
+                            await client.request(IdMessage(i, body), nowhere, timeout=5.0)
+                    else:
+                        await client.request(IdMessage(i, body), dest, timeout=5.0)
+                    counts["reply"] += 1
+                except aiodisp.RequestTimeout:
+                    counts["timeout"] += 1
+                except TimeoutError:
+                    counts["cancelled"] += 1
+                except aiodisp.DispatchError:
+                    counts["other"] += 1
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
+            sample()
+        finally:
+            if trace:
+                tracemalloc.stop()
+            stats = client.stats
+            await client.close()
+            silent.close()
+    key = "traced_bytes" if trace else "rss_bytes"
+    during = series[:-1]  # samples taken while requests were in flight
+    half = during[len(during) // 2 :]
+    values = [s[key] for s in half]
+    return {
+        "total": total, "framing": framing, "in_flight": in_flight, "outcomes": counts,
+        "seconds": time.perf_counter() - t0, "measure": key,
+        "second_half_min": min(values), "second_half_max": max(values),
+        "growth_middle_to_end_bytes": values[-1] - values[0],
+        "growth_per_request_second_half": (values[-1] - values[0])
+        / max(1, half[-1]["requests"] - half[0]["requests"]),
+        "after_run": series[-1][key],
+        "cancelled_stat": stats.cancelled, "timeouts_stat": stats.timeouts,
+        "series": series,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="20k pending, 50k requests")
+    p.add_argument("--pending", type=int, default=None, help="requests pending at once (100k)")
+    p.add_argument("--total", type=int, default=None, help="requests of the flatness run (1M)")
+    p.add_argument("--framing", choices=("ack", "raw"), default="ack")
+    p.add_argument("--loop", choices=common.LOOPS, default="asyncio")
+    p.add_argument("--no-replies", action="store_true", help="skip the held-replies phase")
+    p.add_argument("--no-trace", action="store_true",
+                   help="flatness by RSS only (tracemalloc slows the run ~2x)")
+    p.add_argument("--only", choices=("pending", "flat"), default=None)
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': stdout)")
+    args = p.parse_args(argv)
+    n = args.pending or (20_000 if args.quick else 100_000)
+    total = args.total or (50_000 if args.quick else 1_000_000)
+    common.pin(common.client_core())
+    results: dict[str, Any] = {}
+    if args.only in (None, "pending"):
+        r = common.run_on(args.loop, pending(n, args.framing, timeout=max(3.0, n / 20_000)))
+        results["pending"] = r
+        print(f"pending: {r['pending_reached']:,} at once; "
+              f"{r['bytes_per_pending_total']:.0f} B/request traced in all, "
+              f"{r['bytes_per_pending_aiodisp']:.0f} B in aiodisp "
+              f"(a bare task: {r['bare_task_bytes']:.0f} B), "
+              f"RSS {r['rss_bytes_per_pending']:.0f} B/request; outcomes {r['outcomes']}, "
+              f"{r['pending_after']} left pending, "
+              f"{r['bytes_left_after_per_request']:.1f} B/request left traced"
+              f" -> {'ok' if r['ok'] else 'FAILED'}")
+        for line in r["top_allocations"]:
+            print(f"    {line}")
+        if not args.no_replies:
+            r2 = common.run_on(args.loop, pending_with_replies(n, args.framing, hold=1.0))
+            results["pending_with_replies"] = r2
+            print(f"held replies: peak {r2['peak_pending']:,} pending, {r2['correct']:,} correct"
+                  f" in {r2['seconds']:.1f} s -> {'ok' if r2['ok'] else 'FAILED'}")
+    if args.only in (None, "flat"):
+        r3 = common.run_on(args.loop, flat(total, args.framing, 256, 20, not args.no_trace))
+        results["flat"] = r3
+        print(f"flat: {total:,} requests in {r3['seconds']:.0f} s, outcomes {r3['outcomes']}; "
+              f"{r3['measure']} over the second half {r3['second_half_min'] / 1e6:.2f}-"
+              f"{r3['second_half_max'] / 1e6:.2f} MB, "
+              f"{r3['growth_per_request_second_half']:+.4f} B/request from middle to end; "
+              f"{r3['after_run'] / 1e6:.2f} MB after the run")
+    if args.json:
+        text = json.dumps(results, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    ok = results.get("pending", {}).get("ok", True) and \
+        results.get("pending_with_replies", {}).get("ok", True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
