@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -264,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     total = args.total or (50_000 if args.quick else 1_000_000)
     common.pin(common.client_core())
     results: dict[str, Any] = {}
+    say = functools.partial(print, file=sys.stderr if args.json == "-" else sys.stdout)
     if args.only in (None, "pending"):
         r = common.run_on(args.loop, pending(n, args.framing, timeout=max(3.0, n / 20_000)))
         results["pending"] = r
-        print(f"pending: {r['pending_reached']:,} at once; "
+        say(f"pending: {r['pending_reached']:,} at once; "
               f"{r['bytes_per_pending_total']:.0f} B/request traced in all, "
               f"{r['bytes_per_pending_aiodisp']:.0f} B in aiodisp "
               f"(a bare task: {r['bare_task_bytes']:.0f} B), "
@@ -276,16 +278,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bytes_left_after_per_request']:.1f} B/request left traced"
               f" -> {'ok' if r['ok'] else 'FAILED'}")
         for line in r["top_allocations"]:
-            print(f"    {line}")
+            say(f"    {line}")
         if not args.no_replies:
             r2 = common.run_on(args.loop, pending_with_replies(n, args.framing, hold=1.0))
             results["pending_with_replies"] = r2
-            print(f"held replies: peak {r2['peak_pending']:,} pending, {r2['correct']:,} correct"
+            say(f"held replies: peak {r2['peak_pending']:,} pending, {r2['correct']:,} correct"
                   f" in {r2['seconds']:.1f} s -> {'ok' if r2['ok'] else 'FAILED'}")
     if args.only in (None, "flat"):
         r3 = common.run_on(args.loop, flat(total, args.framing, 256, 20, not args.no_trace))
         results["flat"] = r3
-        print(f"flat: {total:,} requests in {r3['seconds']:.0f} s, outcomes {r3['outcomes']}; "
+        say(f"flat: {total:,} requests in {r3['seconds']:.0f} s, outcomes {r3['outcomes']}; "
               f"{r3['measure']} over the second half {r3['second_half_min'] / 1e6:.2f}-"
               f"{r3['second_half_max'] / 1e6:.2f} MB, "
               f"{r3['growth_per_request_second_half']:+.4f} B/request from middle to end; "

@@ -22,7 +22,12 @@ COLUMNS = (
 )
 
 
-def print_results(rows: list[dict[str, Any]], targets: list[Target]) -> None:
+def print_results(rows: list[dict[str, Any]], targets: list[Target], *, stderr: bool = False
+                  ) -> None:
+    """The results and the targets as tables (on stderr when stdout carries JSON)."""
+    import sys
+
+    out = sys.stderr if stderr else sys.stdout
     cells = [[fmt.format(row.get(key, "")) for _, key, fmt in COLUMNS] for row in rows]
     target_cells = [
         [t.name, _fmt_target(t.measured, t.unit), ("≥ " if t.higher_is_better else "≤ ")
@@ -33,15 +38,13 @@ def print_results(rows: list[dict[str, Any]], targets: list[Target]) -> None:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        print(" | ".join(title for title, _, _ in COLUMNS))
+        print(" | ".join(title for title, _, _ in COLUMNS), file=out)
         for line in cells:
-            print(" | ".join(line))
+            print(" | ".join(line), file=out)
         for line in target_cells:
-            print(" | ".join(line))
+            print(" | ".join(line), file=out)
         return
-    import sys
-
-    console = Console(width=None if sys.stdout.isatty() else 180)
+    console = Console(file=out, width=None if out.isatty() else 180)
     table = Table(title="request/reply over loopback UDP (medians over rounds)")
     for i, (title, _, _) in enumerate(COLUMNS):
         table.add_column(title, justify="right" if i >= 5 or i == 2 else "left")

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         servers.close()
     rows = aggregate(rounds)
     checked = targets.evaluate(rounds)
-    report.print_results(rows, checked)
+    report.print_results(rows, checked, stderr=args.json == "-")
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - started, 1),

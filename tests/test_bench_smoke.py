@@ -1,0 +1,131 @@
+"""Smoke tests of the benchmark harness and ``aiodisp bench``: they run, they answer
+correctly, their output has the documented shape. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def _run(*argv: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=ROOT, check=False,
+    )
+
+
+def _json(out: subprocess.CompletedProcess[str]) -> Any:
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def _bench_wired() -> bool:
+    out = _run("-m", "aiodisp", "--help", timeout=30)
+    return out.returncode == 0 and "bench" in out.stdout
+
+
+def test_harness_quick_run_measures_each_case_and_checks_targets() -> None:
+    out = _run(
+        str(BENCH / "run.py"), "--quick", "--duration", "0.3", "--warmup", "0.1",
+        "--peers", "handrolled_reader,aiodisp", "--loops", "asyncio", "--json", "-",
+    )
+    doc = _json(out)
+    rows = {(r["peer"], r["variant"]): r for r in doc["results"]}
+    assert set(rows) == {("handrolled_reader", "raw"), ("aiodisp", "ack"), ("aiodisp", "raw")}
+    for row in rows.values():
+        assert row["mode"] == "client" and row["loop"] == "asyncio" and row["in_flight"] == 256
+        assert row["per_round"][0]["completed"] > 0
+        assert row["per_round"][0]["wrong"] == 0  # the common echo server answered correctly
+        assert row["cpu_us_per_request"] > 0
+    names = {t["name"] for t in doc["targets"]}
+    assert "client ack, asyncio: aiodisp / add_reader-drain matcher" in names
+    assert "client raw, asyncio: p99 aiodisp / add_reader-drain" in names
+    assert doc["meta"]["rounds"] == 1
+
+
+def test_harness_end_to_end_uses_the_peers_own_server() -> None:
+    out = _run(
+        str(BENCH / "run.py"), "--quick", "--duration", "0.3", "--warmup", "0.1",
+        "--modes", "e2e", "--peers", "handrolled", "--loops", "asyncio", "--inflight", "16",
+        "--json", "-",
+    )
+    (row,) = _json(out)["results"]
+    assert (row["mode"], row["peer"], row["in_flight"]) == ("e2e", "handrolled", 16)
+    assert row["per_round"][0]["completed"] > 0 and row["per_round"][0]["wrong"] == 0
+
+
+def test_memory_benchmark_quick_holds_and_releases_pending_requests() -> None:
+    out = _run(
+        str(BENCH / "memory.py"), "--pending", "2000", "--total", "4000", "--no-trace",
+        "--json", "-",
+    )
+    doc = json.loads(out.stdout[out.stdout.index("{"):])
+    assert out.returncode == 0, out.stderr[-3000:]
+    pending = doc["pending"]
+    assert pending["pending_reached"] == 2000
+    assert pending["outcomes"] == {"timeout": 2000} and pending["pending_after"] == 0
+    assert pending["bytes_per_pending_total"] > 0
+    assert doc["pending_with_replies"]["correct"] == 2000
+    flat = doc["flat"]["outcomes"]
+    assert flat["reply"] == 3600 and flat["timeout"] == 200 and flat["cancelled"] == 200
+
+
+def test_aiodisp_bench_command_reports_json() -> None:
+    if not _bench_wired():
+        pytest.skip("`aiodisp bench` is not wired into cli.py yet")
+    doc = _json(_run("-m", "aiodisp", "bench", "--count", "500", "--json"))
+    assert doc["completed"] == 500
+    assert doc["mismatched"] == 0 and doc["timeouts"] == 0
+    assert doc["framing"] == "ack" and doc["in_flight"] == 256
+    assert doc["requests_per_s"] > 0 and doc["p99_ms"] >= doc["p50_ms"] > 0
+
+
+def test_aiodisp_bench_over_a_lossy_path_retransmits() -> None:
+    if not _bench_wired():
+        pytest.skip("`aiodisp bench` is not wired into cli.py yet")
+    doc = _json(_run("-m", "aiodisp", "bench", "--count", "300", "--in-flight", "32",
+                     "--loss", "0.1", "--seed", "3", "--framing", "raw", "--json"))
+    assert doc["completed"] == 300 and doc["mismatched"] == 0
+    assert doc["dropped_by_loss"] > 0 and doc["retransmissions"] > 0
+
+
+def test_aiodisp_bench_rejects_a_bad_target() -> None:
+    if not _bench_wired():
+        pytest.skip("`aiodisp bench` is not wired into cli.py yet")
+    out = _run("-m", "aiodisp", "bench", "--target", "nowhere", "--count", "10")
+    assert out.returncode == 2
+    assert "HOST:PORT" in out.stderr
+
+
+def test_common_echo_server_answers_coap_and_rpcudp_correctly() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import echo_server
+    finally:
+        sys.path.remove(str(BENCH))
+    body = (7).to_bytes(8, "big") + b"p" * 64
+    # CoAP CON POST, token 0xab 0xcd, Uri-Path "echo" (option 11, length 4), payload
+    con = bytes((0x42, 0x02, 0x12, 0x34, 0xAB, 0xCD, 0xB4)) + b"echo" + b"\xff" + body
+    reply = echo_server.reply_coap(con)
+    assert reply is not None
+    assert reply[:6] == bytes((0x62, 0x45, 0x12, 0x34, 0xAB, 0xCD))  # ACK, 2.05, MID, token
+    assert reply[6] == 0xFF and reply[7:] == ((7 | 1 << 63).to_bytes(8, "big") + b"p" * 64)
+    non = bytes((0x52, 0x02, 0x00, 0x01, 0xAB, 0xCD, 0xB4)) + b"echo" + b"\xff" + body
+    reply = echo_server.reply_coap(non)
+    assert reply is not None and reply[0] == 0x52 and reply[4:6] == b"\xab\xcd"
+    msgpack = pytest.importorskip("msgpack")
+    request = b"\x00" + b"i" * 20 + msgpack.packb(["echo", [body]])
+    reply = echo_server.reply_rpc(request)
+    assert reply is not None and reply[:21] == b"\x01" + b"i" * 20
+    assert msgpack.unpackb(reply[21:])[8:] == body[8:]
