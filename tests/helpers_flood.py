@@ -9,10 +9,11 @@
 * Run as a script, this file is the flooder of ``test_hostile_flood.py``::
 
       python tests/helpers_flood.py --target 127.0.0.1:PORT --count 100000 \\
-          --keys 1000:2000 --seed 7
+          --keys 1000:2000 --seed 7 [--rate 20000]
 
-  It sends ``count`` hostile datagrams (see :func:`hostile_datagrams`) as fast
-  as it can, then prints one JSON line: ``{"sent": N, "kinds": {...}}``.
+  It prints ``{"ready": true}``, sends ``count`` hostile datagrams (see
+  :func:`hostile_datagrams`) as fast as it can or at ``--rate`` per second,
+  then prints one JSON line: ``{"sent": N, "kinds": {...}}``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import random
 import socket
 import struct
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -166,7 +168,13 @@ def _flood(args: argparse.Namespace) -> None:
     sent = 0
     dest = (host, int(port))
     print(json.dumps({"ready": True}), flush=True)
-    for kind, data in hostile_datagrams(rng, args.count, range(int(lo), int(hi)), args.oversize):
+    start = time.monotonic()
+    stream = hostile_datagrams(rng, args.count, range(int(lo), int(hi)), args.oversize)
+    for i, (kind, data) in enumerate(stream):
+        if args.rate and i % 100 == 0:
+            ahead = start + i / args.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         try:
             sock.sendto(data, dest)
         except OSError:  # ENOBUFS under pressure: not sent, not counted
@@ -185,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--oversize", type=int, default=1500,
                         help="the victim's max_datagram_size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="datagrams per second (0: as fast as possible)")
     _flood(parser.parse_args(argv))
 
 
