@@ -91,3 +91,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
     return port
+
+
+def source_version() -> dict[str, Any]:
+    """The commit measured, and whether src/ had uncommitted changes."""
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT,
+                             check=False)
+        return out.stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "src_dirty": bool(git("status", "--porcelain", "src"))}

@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": os.getloadavg(),
         "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
         "argv": sys.argv[1:] if argv is None else argv,
+        **harness.source_version(),
     }
     if args.json:
         doc = {"meta": meta, "results": rows, "targets": [t.as_dict() for t in checked]}
