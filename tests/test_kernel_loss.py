@@ -5,16 +5,29 @@ the server in one, the client in the other, joined by a veth pair, and in each
 an nftables rule that drops 20% of the dispatcher's UDP datagrams arriving
 there, with a counter. The peers run as ``ip netns exec`` subprocesses and
 report what they saw as JSON. Needs root, ``ip`` and ``nft``; skips otherwise.
+
+The last tests use the kernel's reliable carrier, a Unix datagram socket, over
+which notify() waits for no ACK; they need no root and are strict xfails that
+pin down where a notification notify() reported as sent can still be lost.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kernel_peers import LossLab, unavailable_reason
+
+import aiodisp
+from aiodisp.adapters import IdMessage, IdPrefixAdapter
 
 CALLS = 2000
 LOSS_PERCENT = 20
@@ -106,3 +119,110 @@ def test_the_duplicate_check_sees_duplicates_when_the_server_forgets_deliveries(
     counts = Counter(server["received"])
     assert counts.keys() == set(range(1, calls + 1))
     assert len(server["received"]) > calls
+
+
+# --------------------------------------------------------------------------- Unix datagram
+# A Unix datagram socket is the kernel's reliable carrier: notify() over it sends
+# once and waits for no ACK. These tests need no root; they show where a
+# notification that notify() reported as sent can still be lost.
+
+UNIX_LOSS = (
+    "core bug: notify() over a reliable transport returns before the peer's dispatcher "
+    "has the message"
+)
+
+
+@pytest.fixture
+def unix_dir() -> Iterator[str]:
+    # A short path: AF_UNIX addresses are limited to 107 bytes.
+    path = tempfile.mkdtemp(prefix="aiodisp-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def mute_peer(unix_dir: str) -> Iterator[socket.socket]:
+    """A Unix datagram socket that reads nothing until the test drains it."""
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.bind(os.path.join(unix_dir, "peer"))
+    peer.setblocking(False)
+    yield peer
+    peer.close()
+
+
+def drain(peer: socket.socket) -> int:
+    got = 0
+    while True:
+        try:
+            peer.recv(65536)
+        except BlockingIOError:
+            return got
+        got += 1
+
+
+@pytest.mark.xfail(strict=True, reason=UNIX_LOSS + ": a full incoming queue drops it, "
+                   "and over a reliable transport nobody retransmits")
+async def test_notify_over_unix_is_not_lost_when_the_receivers_queue_is_full(
+    unix_dir: str,
+) -> None:
+    adapter = IdPrefixAdapter()
+    server = await aiodisp.open_unix(adapter, os.path.join(unix_dir, "s"), max_queue=16)
+    client = await aiodisp.open_unix(adapter, os.path.join(unix_dir, "c"))
+    ids = range(1, 101)
+    calls = [asyncio.create_task(client.notify(IdMessage(i), server.local_addr, timeout=10))
+             for i in ids]
+    got: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            # The application reads nothing until every first copy has reached the server.
+            while server.stats.received < len(ids):
+                await asyncio.sleep(0.01)
+            while server.queued or not all(c.done() for c in calls):
+                with contextlib.suppress(aiodisp.RequestTimeout):
+                    got.append((await server.recv_from(timeout=0.1)).msg.id)
+        returned = [i for i, c in zip(ids, calls, strict=True) if c.exception() is None]
+        assert returned == list(ids)
+        assert sorted(got) == returned, f"{server.stats.queue_drops} dropped by the server"
+    finally:
+        for c in calls:
+            c.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        await client.close()
+        await server.close()
+
+
+@pytest.mark.xfail(strict=True, reason=UNIX_LOSS + ": it may still sit in the transport's "
+                   "send queue, which close() discards")
+async def test_every_notify_that_returned_over_unix_reaches_the_peer_after_close(
+    unix_dir: str, mute_peer: socket.socket,
+) -> None:
+    client = await aiodisp.open_unix(IdPrefixAdapter(), os.path.join(unix_dir, "c"))
+    returned = 0
+    try:
+        for i in range(1, 301):
+            try:
+                async with asyncio.timeout(2):
+                    await client.notify(IdMessage(i), mute_peer.getsockname(), timeout=0.3)
+            except TimeoutError:  # RequestTimeout, or stuck: the peer is full either way
+                break
+            returned += 1
+            if client.transport.queued >= 20:  # type: ignore[attr-defined]
+                break
+    finally:
+        await client.close()
+    assert drain(mute_peer) >= returned
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: notify() over a reliable transport ignores "
+                   "its timeout while waiting for room in the send queue")
+async def test_notify_over_unix_to_a_peer_that_never_reads_times_out(
+    unix_dir: str, mute_peer: socket.socket,
+) -> None:
+    client = await aiodisp.open_unix(IdPrefixAdapter(), os.path.join(unix_dir, "c"))
+    try:
+        with pytest.raises(aiodisp.RequestTimeout):
+            async with asyncio.timeout(3):  # a built-in TimeoutError here means stuck
+                for i in range(1, 1001):
+                    await client.notify(IdMessage(i), mute_peer.getsockname(), timeout=0.3)
+    finally:
+        await client.close()
