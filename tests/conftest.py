@@ -9,6 +9,21 @@ import pytest
 
 import aiodisp
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the dev extra
+    uvloop = None
+
+#: Test modules about the driver and transports run on every loop we support.
+BOTH_LOOPS = {"test_dispatcher.py", "test_reliability.py"}
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    if uvloop is not None and item.path.name in BOTH_LOOPS:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
 
 class KeyAdapter:
     """Messages are (key, payload) tuples: 8-byte key then payload; no is_reply."""

@@ -188,7 +188,7 @@ class Dispatcher(Generic[M]):
         if timeout is None:
             timeout = self._timeout
         core = self._core
-        if core.pending_count >= self._max_pending:
+        if len(core.waiting) + len(core.acking) >= self._max_pending:
             now, timeout = await self._wait_for_room(now, timeout)
         fut: asyncio.Future[M] = loop.create_future()
         try:
@@ -246,7 +246,7 @@ class Dispatcher(Generic[M]):
         now = loop.time()
         if timeout is None:
             timeout = self._timeout
-        if core.pending_count >= self._max_pending:
+        if len(core.waiting) + len(core.acking) >= self._max_pending:
             now, timeout = await self._wait_for_room(now, timeout)
         fut: asyncio.Future[None] = loop.create_future()
         try:

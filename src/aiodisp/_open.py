@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from ._dispatcher import Dispatcher
+from ._transports.base import DatagramTransport
+from ._transports.loop_datagram import LoopDatagramTransport, loop_reads_natively
 from ._transports.memory import Link, MemoryNetwork
-from ._transports.sockets import SocketTransport, make_udp_socket, make_unix_socket
+from ._transports.sockets import UNIX_MAX, SocketTransport, make_udp_socket, make_unix_socket
 
 __all__ = ["open_memory_pair", "open_udp", "open_unix"]
 
@@ -27,11 +30,16 @@ async def open_udp(
     port. Other keyword options are the :class:`Dispatcher`'s.
     """
     sock, limit = make_udp_socket(local_addr, reuse_port=reuse_port)
-    transport = SocketTransport(
-        sock,
-        reliable=False,
-        max_datagram_size=min(limit, max_datagram_size or limit),
-    )
+    size = min(limit, max_datagram_size or limit)
+    transport: DatagramTransport
+    try:
+        if loop_reads_natively(asyncio.get_running_loop()):
+            transport = await LoopDatagramTransport.open(sock, max_datagram_size=size)
+        else:
+            transport = SocketTransport(sock, reliable=False, max_datagram_size=size)
+    except BaseException:
+        sock.close()
+        raise
     return _start(transport, adapter, framing, options)
 
 
@@ -50,8 +58,6 @@ async def open_unix(
     for room when the peer's queue is full, so the transport is reliable.
     """
     sock, fspath = make_unix_socket(path)
-    from ._transports.sockets import UNIX_MAX
-
     transport = SocketTransport(
         sock,
         reliable=True,

@@ -393,6 +393,7 @@ class Endpoint(Generic[M]):
 
     @property
     def pending_count(self) -> int:
+        """Requests and notifies in flight."""
         return len(self.waiting) + len(self.acking)
 
     @property
@@ -496,7 +497,9 @@ class Endpoint(Generic[M]):
             p.result = msg
             self._stale += 1
             counters.replies_matched += 1
-            if p.attempts == 1:
+            # RTT samples (Karn: first attempts only) from every call that
+            # retransmits, and from one in eight of the others.
+            if p.attempts == 1 and (p.policy is not None or not counters.replies_matched & 7):
                 self.rtt.sample(addr, now - p.sent_at)
             if packet_id >= 0:
                 if self._is_reply is None:

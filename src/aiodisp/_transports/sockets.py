@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import TransportError
+from .addresses import resolve_address
 from .base import Address, DatagramSink
 
 UDP4_MAX = 65507
@@ -170,9 +171,7 @@ class SocketTransport:
         return len(self._queue)
 
     async def resolve(self, addr: Address) -> Address:
-        if self._family == socket.AF_UNIX:
-            return _unix_address(addr)
-        return await _ip_address(self._loop, self._family, addr)
+        return await resolve_address(self._loop, self._family, addr)
 
     def close(self) -> None:
         if self._closed:
@@ -189,38 +188,6 @@ class SocketTransport:
         if self._unlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._unlink)
-
-
-def _unix_address(addr: Address) -> str:
-    if isinstance(addr, str | bytes | os.PathLike):
-        path = os.fsdecode(addr)
-        if path:
-            return path
-    raise TransportError(f"{addr!r} is not a Unix socket path")
-
-
-async def _ip_address(loop: asyncio.AbstractEventLoop, family: int, addr: Address) -> Address:
-    if not (isinstance(addr, tuple) and len(addr) in (2, 4)):
-        raise TransportError(f"{addr!r} is not a (host, port) address")
-    host, port = addr[0], addr[1]
-    numeric = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
-    if family == socket.AF_INET6:
-        numeric |= socket.AI_V4MAPPED
-    try:
-        infos: list[Any] = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, numeric)
-    except (socket.gaierror, UnicodeError):
-        try:
-            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            raise TransportError(f"cannot resolve {addr!r}: {exc}") from exc
-    except (TypeError, OverflowError) as exc:
-        raise TransportError(f"{addr!r} is not a valid address: {exc}") from exc
-    if not infos:
-        raise TransportError(f"{addr!r} resolves to no address of this socket's family")
-    sockaddr = infos[0][4]
-    if family == socket.AF_INET6 and len(addr) == 4:
-        return (sockaddr[0], sockaddr[1], addr[2], addr[3] or sockaddr[3])
-    return tuple(sockaddr)
 
 
 def make_udp_socket(
