@@ -58,7 +58,7 @@ async def test_request_over_unix_datagram_sockets(tmp_path: Path) -> None:
     try:
         assert server.local_addr == str(tmp_path / "server.sock")
         assert await client.request((3, b"unix"), server.local_addr, timeout=2) == (3, b"unix")
-        await client.notify((4, b"n"), server.local_addr)  # reliable transport: no ACK wait
+        await client.notify((4, b"n"), server.local_addr)  # ACKed by the peer's dispatcher
     finally:
         await client.close()
         await server.close()
@@ -92,7 +92,7 @@ async def test_unix_sender_waits_for_room_instead_of_dropping(tmp_path: Path) ->
         loop.remove_reader(fd)
         body = b"x" * 2000
         count = 2000
-        sending = asyncio.create_task(_notify_many(client, server.local_addr, body, count))
+        sending = asyncio.create_task(_send_many(client, server.local_addr, body, count))
         await asyncio.sleep(0.3)
         assert not sending.done()  # blocked by the full peer, not dropping
         assert client.transport.queued > 0
@@ -100,12 +100,12 @@ async def test_unix_sender_waits_for_room_instead_of_dropping(tmp_path: Path) ->
         await asyncio.wait_for(sending, 20)
         got = [(await server.recv_from(timeout=5)).msg[0] for _ in range(count)]
         assert got == list(range(count))
-        assert client.stats.transport_errors == 0
+        assert client.stats.transport_errors == 0 and server.stats.queue_drops == 0
 
 
-async def _notify_many(d: Any, addr: Any, body: bytes, count: int) -> None:
+async def _send_many(d: Any, addr: Any, body: bytes, count: int) -> None:
     for i in range(count):
-        await d.notify((i, body), addr)
+        await d.notify_unreliable((i, body), addr)
 
 
 async def test_reply_with_another_key_ends_in_request_timeout() -> None:

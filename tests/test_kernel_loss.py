@@ -6,9 +6,10 @@ an nftables rule that drops 20% of the dispatcher's UDP datagrams arriving
 there, with a counter. The peers run as ``ip netns exec`` subprocesses and
 report what they saw as JSON. Needs root, ``ip`` and ``nft``; skips otherwise.
 
-The last tests use the kernel's reliable carrier, a Unix datagram socket, over
-which notify() waits for no ACK; they need no root and are strict xfails that
-pin down where a notification notify() reported as sent can still be lost.
+The last tests use the kernel's reliable carrier, a Unix datagram socket: they
+need no root and pin down that a notification notify() reported as delivered
+cannot be lost there either (over ACK framing notify() waits for the ACK on
+every transport).
 """
 
 from __future__ import annotations
@@ -160,8 +161,6 @@ def drain(peer: socket.socket) -> int:
         got += 1
 
 
-@pytest.mark.xfail(strict=True, reason=UNIX_LOSS + ": a full incoming queue drops it, "
-                   "and over a reliable transport nobody retransmits")
 async def test_notify_over_unix_is_not_lost_when_the_receivers_queue_is_full(
     unix_dir: str,
 ) -> None:
@@ -191,8 +190,6 @@ async def test_notify_over_unix_is_not_lost_when_the_receivers_queue_is_full(
         await server.close()
 
 
-@pytest.mark.xfail(strict=True, reason=UNIX_LOSS + ": it may still sit in the transport's "
-                   "send queue, which close() discards")
 async def test_every_notify_that_returned_over_unix_reaches_the_peer_after_close(
     unix_dir: str, mute_peer: socket.socket,
 ) -> None:
@@ -213,8 +210,6 @@ async def test_every_notify_that_returned_over_unix_reaches_the_peer_after_close
     assert drain(mute_peer) >= returned
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: notify() over a reliable transport ignores "
-                   "its timeout while waiting for room in the send queue")
 async def test_notify_over_unix_to_a_peer_that_never_reads_times_out(
     unix_dir: str, mute_peer: socket.socket,
 ) -> None:

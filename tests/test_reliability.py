@@ -121,9 +121,10 @@ async def test_cancelling_and_timing_out_thousands_of_calls_leaves_nothing_behin
             return a.notify((i, b""), b.local_addr, timeout=timeout, retry=policy)
 
         tasks = [asyncio.create_task(call(i, 30)) for i in range(3000)]
-        timed = [asyncio.create_task(call(10_000 + i, 0.05)) for i in range(3000)]
-        await asyncio.sleep(0.02)
-        assert a.pending == 6000
+        timed = [asyncio.create_task(call(10_000 + i, 1.0)) for i in range(3000)]
+        async with asyncio.timeout(5):
+            while a.pending < 6000:  # every call registered, none timed out yet
+                await asyncio.sleep(0.001)
         for t in tasks:
             t.cancel()
         results = await asyncio.gather(*tasks, *timed, return_exceptions=True)

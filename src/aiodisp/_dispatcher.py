@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar
 
@@ -163,52 +164,26 @@ class Dispatcher(Generic[M]):
 
     # ------------------------------------------------------------------ calls
 
-    async def request(
+    def request(
         self,
         msg: M,
         addr: Address,
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
-    ) -> M:
+    ) -> Coroutine[Any, Any, M]:
         """Send ``msg`` to ``addr`` and return the reply with the same key.
 
-        Raises :class:`RequestTimeout` when ``timeout`` passes or ``retry`` is
-        spent, :class:`DuplicateKeyError` if the key is already pending,
-        :class:`AdapterError`, :class:`MessageTooLarge`, :class:`TransportError`
-        or :class:`DispatcherClosed`.
+        ``timeout`` (default: the dispatcher's) bounds the whole call; ``retry``
+        (default: the dispatcher's ``retry``, else one send) says when to send
+        the same datagram again. Raises :class:`RequestTimeout` when the timeout
+        passes or the policy is spent, :class:`DuplicateKeyError` if the key is
+        already pending, :class:`AdapterError`, :class:`MessageTooLarge`,
+        :class:`TransportError` or :class:`DispatcherClosed`.
         """
-        if self._closed:
-            raise DispatcherClosed()
-        dest = self._addrs.get(addr)
-        if dest is None:
-            dest = await self._resolve(addr)
-        loop = self._loop
-        now = loop.time()
-        if timeout is None:
-            timeout = self._timeout
-        core = self._core
-        if len(core.waiting) + len(core.acking) >= self._max_pending:
-            now, timeout = await self._wait_for_room(now, timeout)
-        fut: asyncio.Future[M] = loop.create_future()
-        try:
-            p = core.start_request(
-                msg, dest, fut, now, timeout, retry if retry is not None else self._retry
-            )
-        except BaseException:
-            if self._room:
-                self._room_freed()  # pass on the room this call will not use
-            raise
-        try:
-            if self._send(p.frame, dest):  # type: ignore[arg-type]
-                await self._transport.wait_writable()
-            if p.due < self._armed_at:
-                self._arm(p.due)
-            return await fut
-        finally:
-            if not p.done:
-                core.cancel(p)
-                self._room_freed()
+        # A plain method returning the coroutine: no extra frame on the hot path.
+        policy = retry if retry is not None else self._retry
+        return self._call(self._core.start_request, msg, addr, timeout, policy)
 
     async def notify(
         self,
@@ -220,25 +195,50 @@ class Dispatcher(Generic[M]):
     ) -> None:
         """Send ``msg`` reliably: return once the peer has it.
 
-        Over a reliable transport (Unix datagram, a lossless memory link) that is
-        once the datagram is sent; otherwise, with ACK framing, once the peer's
-        dispatcher ACKs it (it ACKs when the message is queued for its
-        application), retransmitting by ``retry`` or the adaptive default.
-        Raises :class:`ReliabilityUnavailable` on an unreliable transport with
-        raw framing, :class:`RequestTimeout` when no ACK comes in time.
+        With ACK framing (the default) that is once the peer's dispatcher ACKs
+        it, which it does when the message is queued for its application;
+        ``retry`` (default: the dispatcher's ``notify_retry``, adaptive) says
+        when to send it again. With raw framing on a reliable transport (Unix
+        datagram, a lossless memory link) it is once the datagram is handed to
+        the kernel; a peer whose queue is full may still drop it. Raises
+        :class:`ReliabilityUnavailable` on an unreliable transport with raw
+        framing and :class:`RequestTimeout` when no ACK comes in time.
         """
         if self._closed:
             raise DispatcherClosed()
-        core = self._core
-        transport = self._transport
-        if transport.reliable:
-            await self._send_oneway(msg, addr)
-            return
-        if not core.ack:
+        if self._core.ack:
+            await self._call(
+                self._core.start_notify,
+                msg,
+                addr,
+                timeout,
+                retry if retry is not None else self._notify_retry,
+            )
+        elif self._transport.reliable:
+            await self._send_oneway(msg, addr, timeout)
+        else:
             raise ReliabilityUnavailable(
                 "notify() needs ACK framing on an unreliable transport; this dispatcher "
                 "uses raw framing (use notify_unreliable(), or framing='ack')"
             )
+
+    async def notify_unreliable(self, msg: M, addr: Address) -> None:
+        """Send ``msg`` once and return at once; nothing is retransmitted or confirmed."""
+        if self._closed:
+            raise DispatcherClosed()
+        await self._send_oneway(msg, addr, None)
+
+    async def _call(
+        self,
+        start: Callable[[M, Address, Any, float, float, RetryPolicy | None], Pending],
+        msg: M,
+        addr: Address,
+        timeout: float | None,
+        policy: RetryPolicy | None,
+    ) -> Any:
+        """Register a call in the core, send it, and wait for its reply or ACK."""
+        if self._closed:
+            raise DispatcherClosed()
         dest = self._addrs.get(addr)
         if dest is None:
             dest = await self._resolve(addr)
@@ -246,43 +246,54 @@ class Dispatcher(Generic[M]):
         now = loop.time()
         if timeout is None:
             timeout = self._timeout
+        core = self._core
         if len(core.waiting) + len(core.acking) >= self._max_pending:
             now, timeout = await self._wait_for_room(now, timeout)
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = loop.create_future()
         try:
-            p = core.start_notify(
-                msg, dest, fut, now, timeout, retry if retry is not None else self._notify_retry
-            )
+            p = start(msg, dest, fut, now, timeout, policy)
         except BaseException:
             if self._room:
-                self._room_freed()
+                self._room_freed()  # pass on the room this call will not use
             raise
         try:
-            if self._send(p.frame, dest):  # type: ignore[arg-type]
-                await transport.wait_writable()
+            try:
+                blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
+            except TransportError as exc:
+                if p.policy is None or not _transient(exc):
+                    raise
+                self._send_failed(dest, exc)  # a loss like any other: the policy resends
+                blocked = False
+            if blocked:
+                await self._wait_writable(p.deadline)
             if p.due < self._armed_at:
                 self._arm(p.due)
-            await fut
+            return await fut
         finally:
             if not p.done:
                 core.cancel(p)
                 self._room_freed()
 
-    async def notify_unreliable(self, msg: M, addr: Address) -> None:
-        """Send ``msg`` once and return at once; nothing is retransmitted or confirmed."""
-        if self._closed:
-            raise DispatcherClosed()
-        await self._send_oneway(msg, addr)
-
-    async def _send_oneway(self, msg: M, addr: Address) -> None:
+    async def _send_oneway(self, msg: M, addr: Address, timeout: float | None) -> None:
         dest = self._addrs.get(addr)
         if dest is None:
             dest = await self._resolve(addr)
         frame = self._core.frame_oneway(msg, dest)
         if self._send(frame, dest):
-            await self._transport.wait_writable()
-            if self._closed:
-                raise DispatcherClosed()
+            wait = self._timeout if timeout is None else timeout
+            await self._wait_writable(self._loop.time() + wait)
+
+    async def _wait_writable(self, deadline: float) -> None:
+        """Wait for room in the transport's send queue, until ``deadline``."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._transport.wait_writable()
+        except TimeoutError:
+            raise RequestTimeout(
+                "the transport's send queue stayed full until the timeout"
+            ) from None
+        if self._closed:
+            raise DispatcherClosed()
 
     async def recv_from(self, timeout: float | None = None) -> Received[M]:
         """The next message that is not a reply: ``Received(msg, size, addr)``.
@@ -413,14 +424,16 @@ class Dispatcher(Generic[M]):
     def _flush(self) -> None:
         outbox = self._core.outbox
         send = self._send
-        counters = self._core.counters
         for data, addr in outbox:
             try:
                 send(data, addr)
             except TransportError as exc:
-                counters.transport_errors += 1
-                self._log(logging.WARNING, "send", "could not send to %r: %s", addr, exc)
+                self._send_failed(addr, exc)
         outbox.clear()
+
+    def _send_failed(self, addr: Address, exc: Exception) -> None:
+        self._core.counters.transport_errors += 1
+        self._log(logging.WARNING, "send", "could not send to %r: %s", addr, exc)
 
     def _wake_getters(self) -> None:
         getters = self._getters
@@ -513,6 +526,17 @@ class Dispatcher(Generic[M]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.pending} pending, {self.queued} queued"
         return f"<Dispatcher {self.framing} {self.local_addr!r}: {state}>"
+
+
+#: Send errors that say "not now" rather than "never": retransmission may get through.
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EPERM, errno.ENOBUFS, errno.EAGAIN, errno.ENETUNREACH, errno.EHOSTUNREACH}
+)
+
+
+def _transient(exc: TransportError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS
 
 
 def _discard(queue: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:

@@ -252,7 +252,7 @@ class Endpoint(Generic[M]):
         waiter: Any,
         now: float,
         timeout: float,
-        policy: RetryPolicy,
+        policy: RetryPolicy | None,
     ) -> Pending:
         """Register a notify that waits for its ACK (ACK framing only)."""
         if not self.ack:

@@ -135,13 +135,20 @@ class SocketTransport:
         self._retry = None
         queue = self._queue
         sendto = self._sock.sendto
+        before = len(queue)
         while queue:
             data, addr = queue[0]
             try:
                 sendto(data, addr)
             except OSError as exc:
                 if exc.errno in _BLOCKED:
-                    self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+                    # The peer is reading if anything went out: look again soon;
+                    # otherwise back off (poll() cannot tell us when an unconnected
+                    # Unix datagram peer has room again).
+                    progressed = len(queue) < before
+                    self._retry_delay = (
+                        _RETRY_FIRST if progressed else min(self._retry_delay * 2, _RETRY_MAX)
+                    )
                     self._retry = self._loop.call_later(self._retry_delay, self._flush)
                     break
                 queue.popleft()
