@@ -298,3 +298,11 @@ def test_calling_from_the_loop_thread_is_refused() -> None:
         fut = asyncio.run_coroutine_threadsafe(inside(), s.loop)
         with pytest.raises(RuntimeError, match="async API"):
             fut.result(5)
+
+        async def close_inside() -> None:
+            s.close()
+
+        fut = asyncio.run_coroutine_threadsafe(close_inside(), s.loop)
+        with pytest.raises(RuntimeError, match="another thread"):
+            fut.result(5)
+        assert not s.closed

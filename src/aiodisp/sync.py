@@ -85,7 +85,7 @@ class _LoopThread:
 
     @property
     def in_loop_thread(self) -> bool:
-        return threading.get_ident() == self._thread.ident
+        return threading.current_thread() is self._thread
 
     def _run(self) -> None:
         try:
@@ -121,8 +121,7 @@ class _LoopThread:
         if last:
             assert self._stop is not None
             self.loop.call_soon_threadsafe(self._stop.set)
-            if not self.in_loop_thread:
-                self._thread.join()
+            self._thread.join()
 
 
 def _wait(fut: concurrent.futures.Future[T]) -> T:
@@ -271,12 +270,15 @@ class SyncDispatcher(Generic[M]):
 
     def close(self) -> None:
         """Close the dispatcher and stop the loop thread; idempotent, from any thread."""
+        if self._runner.in_loop_thread:
+            raise RuntimeError(
+                "a SyncDispatcher was closed from its own event loop; close it from another thread"
+            )
         with self._lock:
             first = not self._closed
             self._closed = True
         if not first:
-            if not self._runner.in_loop_thread:
-                self._close_done.wait()
+            self._close_done.wait()
             return
         try:
             _wait(self._runner.submit(self._d.close()))
