@@ -121,7 +121,10 @@ class Dispatcher(Generic[M]):
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
         self._closed = False
-        self._send = transport.send
+        # A transport may offer a cheaper send for the hot path (see LoopDatagramTransport).
+        self._send: Callable[[bytes, Address], object] = getattr(
+            transport, "fast_send", transport.send
+        )
         transport.start(self)
 
     # ------------------------------------------------------------------ properties
@@ -259,9 +262,9 @@ class Dispatcher(Generic[M]):
         try:
             try:
                 blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
-            except TransportError as exc:
+            except OSError as exc:  # TransportError, or the OS error of a bare carrier
                 if p.policy is None or not _transient(exc):
-                    raise
+                    raise _transport_error(exc, dest) from exc.__cause__ or exc
                 self._send_failed(dest, exc)  # a loss like any other: the policy resends
                 blocked = False
             if blocked:
@@ -279,7 +282,11 @@ class Dispatcher(Generic[M]):
         if dest is None:
             dest = await self._resolve(addr)
         frame = self._core.frame_oneway(msg, dest)
-        if self._send(frame, dest):
+        try:
+            blocked = self._send(frame, dest)
+        except OSError as exc:
+            raise _transport_error(exc, dest) from exc.__cause__ or exc
+        if blocked:
             wait = self._timeout if timeout is None else timeout
             await self._wait_writable(self._loop.time() + wait)
 
@@ -427,7 +434,7 @@ class Dispatcher(Generic[M]):
         for data, addr in outbox:
             try:
                 send(data, addr)
-            except TransportError as exc:
+            except OSError as exc:
                 self._send_failed(addr, exc)
         outbox.clear()
 
@@ -534,9 +541,15 @@ _TRANSIENT_ERRNOS = frozenset(
 )
 
 
-def _transient(exc: TransportError) -> bool:
-    cause = exc.__cause__
+def _transient(exc: OSError) -> bool:
+    cause = exc.__cause__ if isinstance(exc, TransportError) else exc
     return isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS
+
+
+def _transport_error(exc: OSError, addr: Address) -> TransportError:
+    if isinstance(exc, TransportError):
+        return exc
+    return TransportError(f"cannot send to {addr!r}: {exc}")
 
 
 def _discard(queue: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
