@@ -4,6 +4,7 @@
   one outcome counter (delivered, matched, or one drop counter).
 * :func:`send_paced` sends datagrams from a bare socket in chunks the receiver
   can absorb, so the kernel drops none and counts can be exact.
+* :func:`recv_datagram` reads a bare socket on any event loop (uvloop too).
 * :func:`udp_drops` reads the kernel's per-socket drop count from
   ``/proc/net/udp`` (datagrams that never reached the dispatcher).
 * Run as a script, this file is the flooder of ``test_hostile_flood.py``::
@@ -85,6 +86,19 @@ async def send_paced(
             await settle(lambda n=sent: received() - base >= n)
     await settle(lambda: received() - base >= sent)
     return sent
+
+
+async def recv_datagram(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, Any]:
+    """The next datagram on a bare non-blocking socket, and its sender.
+
+    Polls instead of ``loop.sock_recvfrom``, which uvloop does not implement.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return sock.recvfrom(70_000)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
 
 
 def udp_drops(sock: socket.socket) -> int:

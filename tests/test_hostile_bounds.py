@@ -22,6 +22,7 @@ from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK_REQUESTED, pack_header, unpack_header
 from aiodisp._core.rtt import RttTable
 from tests.conftest import KeyAdapter, echo_server
+from tests.helpers_flood import recv_datagram
 
 LOOP = "127.0.0.1"
 FAST_RETRY = aiodisp.RetryPolicy(initial_timeout=0.02, backoff=1.5, max_interval=0.1,
@@ -50,9 +51,7 @@ def peer() -> Iterator[socket.socket]:
 
 
 async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    loop = asyncio.get_running_loop()
-    data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 70_000), timeout)
-    return data
+    return (await recv_datagram(sock, timeout))[0]
 
 
 def drain(sock: socket.socket) -> list[bytes]:

@@ -18,7 +18,7 @@ import aiodisp
 from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, pack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
-from tests.helpers_flood import accounted, send_paced, settle
+from tests.helpers_flood import accounted, recv_datagram, send_paced, settle
 
 MAX = 512  # the victim's max_datagram_size
 
@@ -181,8 +181,7 @@ async def test_a_datagram_that_only_looks_like_a_reply_to_a_pending_key_is_not_a
     silent.setblocking(False)
     try:
         call = asyncio.create_task(victim.notify(IdMessage(1), silent.getsockname(), timeout=10))
-        loop = asyncio.get_running_loop()
-        data = await asyncio.wait_for(loop.sock_recv(silent, 1000), 5)
+        data, _ = await recv_datagram(silent)
         attacker.sendto(pack_header(FLAG_ACK, int.from_bytes(data[1:8], "big")),
                         victim.local_addr)
         await settle(lambda: victim.stats.unknown_acks == 1)

@@ -20,7 +20,7 @@ import aiodisp
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, pack_header, unpack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 from tests.conftest import KeyAdapter
-from tests.helpers_flood import accounted, send_paced, settle
+from tests.helpers_flood import accounted, recv_datagram, send_paced, settle
 
 LOOP = "127.0.0.1"
 ADAPTER = IdPrefixAdapter()
@@ -47,8 +47,7 @@ def attacker() -> Iterator[socket.socket]:
 
 
 async def recv(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, Any]:
-    loop = asyncio.get_running_loop()
-    return await asyncio.wait_for(loop.sock_recvfrom(sock, 70_000), timeout)
+    return await recv_datagram(sock, timeout)
 
 
 def nothing_waiting(sock: socket.socket) -> bool:
