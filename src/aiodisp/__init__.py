@@ -10,6 +10,7 @@ retransmit over UDP) or unreliably, and hands every other incoming message to
 from ._core.endpoint import Received
 from ._dispatcher import DEFAULT_TIMEOUT, Dispatcher
 from ._open import open_memory_pair, open_udp, open_unix
+from ._serve import Server, ServeStats
 from ._transports.base import DatagramSink, DatagramTransport
 from ._transports.memory import Link
 from .errors import (
@@ -42,6 +43,8 @@ __all__ = [
     "ReliabilityUnavailable",
     "RequestTimeout",
     "RetryPolicy",
+    "ServeStats",
+    "Server",
     "Stats",
     "TransportError",
     "__version__",
