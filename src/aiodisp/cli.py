@@ -475,7 +475,8 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
         for worker in workers:
             if await worker.stop() != 0:
                 status = EXIT_FAILED
-    print(f"aiodisp serve: pid {os.getpid()} echoed {echoed} messages", flush=True)
+    plural = "" if echoed == 1 else "s"
+    print(f"aiodisp serve: pid {os.getpid()} echoed {echoed} message{plural}", flush=True)
     return status
 
 
