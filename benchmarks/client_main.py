@@ -2,7 +2,8 @@
 
 Options: ``peer``, ``variant``, ``loop``, ``target`` ([host, port]), ``in_flight``,
 ``duration``, ``warmup``, ``timeout``, ``cpu`` (core to pin to, or null),
-``profile`` (optional: a pyinstrument HTML/text output path). Prints the
+``sockbuf`` (socket buffer bytes for the client's UDP sockets; 0: the OS default).
+Prints the
 :class:`common.Measurement` as one JSON line.
 """
 
@@ -25,6 +26,7 @@ async def measure(opts: dict[str, Any]) -> common.Measurement:
     peer = peers.load(opts["peer"])
     target = tuple(opts["target"])
     call, close = await peer.open_client(opts["variant"], target, opts["timeout"])
+    common.set_udp_buffers(opts.get("sockbuf", 0))
     try:
         return await common.drive(
             call,

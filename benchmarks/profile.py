@@ -118,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flamegraph", metavar="PATH",
                    help="also keep the collapsed stacks at PATH.collapsed ({loop} expands)")
     p.add_argument("--json", metavar="PATH")
+    p.add_argument("--renice", type=int, default=None, metavar="N",
+                   help="run at niceness N (e.g. -20 as root: the benchmark gets the CPU "
+                        "before other work on a shared machine)")
     args = p.parse_args(argv)
+    common.renice(args.renice)
+    common.exit_on_sigterm()
     args.py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable),
                                                           "py-spy")
     if not os.path.exists(args.py_spy):

@@ -2,7 +2,8 @@
 
 Options: ``peer`` (a peer name, or ``"echo"`` for the common echo server),
 ``variant``, ``loop``, ``cpu`` (core to pin to, or null), ``host``, ``port``,
-``reuse_port`` (aiodisp only). It prints one JSON line with its address(es) once
+``reuse_port`` (aiodisp only), ``sockbuf`` (socket buffer bytes; 0: the OS
+default). It prints one JSON line with its address(es) once
 bound and stops when its stdin closes, so it never outlives the harness.
 """
 
@@ -20,8 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 import peers
 
+_SOCKBUF = 0
+
 
 def _ready(addr: Any) -> None:
+    common.set_udp_buffers(_SOCKBUF)
     sys.stdout.write(json.dumps(addr) + "\n")
     sys.stdout.flush()
 
@@ -56,7 +60,9 @@ async def _main(opts: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    global _SOCKBUF
     opts = json.loads(sys.argv[1])
+    _SOCKBUF = opts.get("sockbuf", 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     common.pin(opts.get("cpu"))
     common.run_on(opts["loop"], _main(opts))
