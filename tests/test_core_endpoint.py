@@ -377,3 +377,18 @@ def test_close_returns_every_pending_call_and_discards_the_queue() -> None:
     assert set(client.close()) == {r, n}
     assert client.pending_count == 0 and client.counters.discarded_on_close == 1
     assert client.next_deadline() is None
+
+
+def test_reply_cache_is_bounded_in_bytes_oldest_replies_go_first() -> None:
+    log = DeliveryLog(ttl=10.0, capacity=100, reply_bytes=250)
+    for i in range(5):
+        log.record(A, i, i, 0.0)
+        assert log.attach_reply(A, i, bytes(100))
+        assert log.reply_bytes_used <= 250
+    assert [log.seen(A, i, 1.0).reply is not None for i in range(5)] == [  # type: ignore[union-attr]
+        False, False, False, True, True]
+    assert not log.attach_reply(A, 99, bytes(10))  # no delivered request with that key
+    log.record(B, 0, 0, 0.0)
+    assert not log.attach_reply(B, 0, bytes(300))  # larger than the whole budget
+    log.record(A, 100, None, 20.0)  # everything older expires, and its bytes are freed
+    assert log.reply_bytes_used == 0 and len(log._replies) == 0

@@ -204,12 +204,6 @@ def test_odd_but_hashable_addresses_are_handled(addr: Any) -> None:
     assert accounted(c) and e.inbox[0].addr == addr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: with ACK framing Endpoint.receive hashes the sender's address "
-    "(DeliveryLog.seen) outside its try block; an unhashable address from a custom "
-    "transport raises TypeError out of datagram_received instead of being counted",
-)
 @pytest.mark.parametrize("addr", [["10.0.0.1", 53], {"host": "x"}])
 async def test_an_unhashable_address_from_a_custom_transport_is_dropped(addr: Any) -> None:
     a, b = await aiodisp.open_memory_pair(IdPrefixAdapter())

@@ -84,12 +84,6 @@ async def test_memory_is_flat_once_the_duplicate_log_is_full(
         await reading
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core gap: the reply cache is bounded by entry count (dedup_capacity, "
-    "default 100,000) but not by bytes; a flood of distinct requests the application "
-    "answers pins every reply for dedup_ttl (up to 100,000 x 64 KiB)",
-)
 async def test_replies_cached_for_a_flood_of_requests_stay_within_a_bounded_size(
     traced: None, attacker: socket.socket
 ) -> None:

@@ -64,6 +64,8 @@ class Dispatcher(Generic[M]):
     (default True; turning it off lets anyone who guesses a key answer).
     ``dedup_ttl`` / ``dedup_capacity``: how long and how many delivered datagrams
     are remembered to drop retransmitted copies (default 30 s, 100,000).
+    ``reply_cache_bytes``: the most bytes of replies kept to answer retransmitted
+    requests (default 8 MiB; past it the oldest cached replies are let go).
     ``logger``: where drops and errors are logged (default ``logging.getLogger("aiodisp")``),
     at most a few lines per reason every 10 s.
     """
@@ -83,6 +85,7 @@ class Dispatcher(Generic[M]):
         check_source: bool = True,
         dedup_ttl: float = 30.0,
         dedup_capacity: int = 100_000,
+        reply_cache_bytes: int = 8 << 20,
         seed: int | None = None,
     ) -> None:
         missing = [
@@ -106,7 +109,9 @@ class Dispatcher(Generic[M]):
             max_datagram_size=transport.max_datagram_size,
             max_queue=max_queue,
             check_source=check_source,
-            delivery_log=DeliveryLog(ttl=dedup_ttl, capacity=dedup_capacity),
+            delivery_log=DeliveryLog(
+                ttl=dedup_ttl, capacity=dedup_capacity, reply_bytes=reply_cache_bytes
+            ),
             rtt=RttTable(),
             rng=random.Random(seed),
             report=self._report_drop,

@@ -10,12 +10,14 @@ arrives.
 
 Entries expire after ``ttl`` seconds; at most ``capacity`` are kept (the oldest
 goes first). Both bounds together limit how long "exactly once" holds: a copy
-that arrives after its entry is gone is delivered again.
+that arrives after its entry is gone is delivered again. Cached replies are
+also bounded in bytes (``reply_bytes``): past it the oldest cached replies are
+let go, and a retransmitted copy of their request is then dropped unanswered.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 
 
@@ -31,13 +33,20 @@ class Record:
 
 
 class DeliveryLog:
-    __slots__ = ("_by_key", "by_id", "capacity", "ttl")
+    __slots__ = ("_by_key", "_replies", "by_id", "capacity", "reply_bytes", "reply_bytes_used",
+                 "ttl")
 
-    def __init__(self, *, ttl: float = 30.0, capacity: int = 100_000) -> None:
-        if ttl <= 0 or capacity < 1:
-            raise ValueError("the delivery log needs a positive ttl and capacity")
+    def __init__(
+        self, *, ttl: float = 30.0, capacity: int = 100_000, reply_bytes: int = 8 << 20
+    ) -> None:
+        if ttl <= 0 or capacity < 1 or reply_bytes < 0:
+            raise ValueError("the delivery log needs a positive ttl, capacity and reply budget")
         self.ttl = ttl
         self.capacity = capacity
+        self.reply_bytes = reply_bytes
+        self.reply_bytes_used = 0
+        # records holding a reply, oldest first (some may have let theirs go since)
+        self._replies: deque[Record] = deque()
         self.by_id: OrderedDict[tuple[Hashable, int], Record] = OrderedDict()
         self._by_key: dict[tuple[Hashable, Hashable], Record] = {}
 
@@ -64,10 +73,20 @@ class DeliveryLog:
     def attach_reply(self, addr: Hashable, key: Hashable, datagram: bytes) -> bool:
         """Keep ``datagram`` as the reply to the delivered message with ``key`` from ``addr``."""
         rec = self._by_key.get((addr, key))
-        if rec is None or rec.reply is not None:
+        if rec is None or rec.reply is not None or len(datagram) > self.reply_bytes:
             return False
         rec.reply = datagram
+        self.reply_bytes_used += len(datagram)
+        replies = self._replies
+        replies.append(rec)
+        while self.reply_bytes_used > self.reply_bytes:
+            self._drop_reply(replies.popleft())
         return True
+
+    def _drop_reply(self, rec: Record) -> None:
+        if rec.reply is not None:
+            self.reply_bytes_used -= len(rec.reply)
+            rec.reply = None
 
     def _expire(self, now: float) -> None:
         by_id = self.by_id
@@ -82,6 +101,12 @@ class DeliveryLog:
         peer_key = rec.peer_key
         if peer_key is not None and self._by_key.get(peer_key) is rec:
             del self._by_key[peer_key]
+        if rec.reply is not None:
+            self._drop_reply(rec)
+            # records leave in about the order they cached replies: trim the front
+            replies = self._replies
+            while replies and replies[0].reply is None:
+                replies.popleft()
 
     def __len__(self) -> int:
         return len(self.by_id)

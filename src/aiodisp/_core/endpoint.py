@@ -437,7 +437,12 @@ class Endpoint(Generic[M]):
                 counters.header_errors += 1
                 self.report("header", addr, f"flags 0x{flags:02x}")
                 return None
-            rec = self._seen((addr, packet_id))
+            try:
+                rec = self._seen((addr, packet_id))
+            except TypeError:  # a custom transport reported an unhashable address
+                counters.decode_errors += 1
+                self.report("address", addr, "unhashable sender address")
+                return None
             if rec is not None and rec.expires > now:
                 counters.duplicates += 1
                 if flags:
