@@ -21,6 +21,7 @@ import aiodisp
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 
 CLI = [sys.executable, "-m", "aiodisp"]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SLOW = 60  # seconds a process may take at worst on a loaded machine
 _LISTENING = re.compile(r"listening on (?:udp://(?P<udp>\S+)|unix:(?P<unix>\S+)) \(")
 _ECHOED = re.compile(r"pid (\d+) echoed (\d+) messages?")
@@ -31,11 +32,11 @@ def run_cli(*args: str, timeout: float = SLOW) -> subprocess.CompletedProcess[st
 
 
 class Server:
-    """A running ``aiodisp serve`` process and the address it printed."""
+    """A running server process (``aiodisp serve``, an example) and the address it printed."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(
-            [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         line = self._readline(SLOW)
         match = _LISTENING.search(line)
@@ -72,8 +73,8 @@ class Server:
 def serve() -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(*args: str) -> Server:
-        server = Server(*args)
+    def start(*args: str, argv: list[str] | None = None) -> Server:
+        server = Server(argv if argv is not None else [*CLI, "serve", *args])
         servers.append(server)
         return server
 
@@ -339,6 +340,41 @@ def test_uvloop_serving(serve: Callable[..., Server]) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"id": 9, "reply": True}
     assert server.stop()[0] == 0
+
+
+# ---------------------------------------------------------------------- the echo examples
+
+
+def test_echo_examples_talk_to_each_other_and_to_the_cli(serve: Callable[..., Server]) -> None:
+    example = serve(argv=[sys.executable, str(EXAMPLES / "echo_server.py"), "127.0.0.1:0"])
+    cli_server = serve("--listen", "127.0.0.1:0")
+    for server in (example, cli_server):
+        client = subprocess.run(
+            [sys.executable, str(EXAMPLES / "echo_client.py"), server.address],
+            capture_output=True, text=True, timeout=SLOW,
+        )
+        assert client.returncode == 0, client.stderr
+        lines = client.stdout.splitlines()
+        assert [json.loads(line) for line in lines[:5]] == [
+            {"id": i, "text": f"hello {i}", "reply": True} for i in range(5)
+        ]
+        assert lines[5] == "notification acknowledged"
+    done = run_cli("request", example.address, '{"id": "from-cli"}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"id": "from-cli", "reply": True}
+    status, out, _err = example.stop()
+    assert status == 0
+    assert "stopped after 7 messages" in out  # 5 requests, 1 notification, 1 from the CLI
+
+
+def test_echo_client_fails_cleanly_without_a_server(silent_port: socket.socket) -> None:
+    port = silent_port.getsockname()[1]
+    client = subprocess.run(
+        [sys.executable, str(EXAMPLES / "echo_client.py"), f"127.0.0.1:{port}", "0.5"],
+        capture_output=True, text=True, timeout=SLOW,
+    )
+    assert client.returncode == 1
+    assert "no answer" in client.stderr and "Traceback" not in client.stderr
 
 
 # ---------------------------------------------------------------------- the rest
