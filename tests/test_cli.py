@@ -138,6 +138,17 @@ def test_idprefix_messages_over_raw_framing(serve: Callable[..., Server]) -> Non
     assert "(unconfirmed)" in unconfirmed.stdout
 
 
+def test_key_and_reply_fields_are_configurable(serve: Callable[..., Server]) -> None:
+    fields = ("--key-field", "seq", "--reply-field", "answer")
+    server = serve("--listen", "127.0.0.1:0", *fields)
+    done = run_cli("request", *fields, server.address, '{"seq": [1, "a"], "id": 5}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"seq": [1, "a"], "id": 5, "answer": True}
+    missing = run_cli("request", *fields, server.address, '{"id": 5}')
+    assert missing.returncode == 2
+    assert "has no 'seq' field" in missing.stderr
+
+
 def test_serves_and_requests_over_ipv6(serve: Callable[..., Server]) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this Python")

@@ -290,12 +290,9 @@ def _parser() -> argparse.ArgumentParser:
         help="send once and wait for nothing (the only kind of notify over raw UDP)",
     )
 
-    try:
-        from . import _bench
-    except ImportError:  # pragma: no cover - a build without the benchmark
-        pass
-    else:
-        _bench.add_parser(sub)
+    from . import _bench  # light: it imports its heavy parts when it runs
+
+    _bench.add_parser(sub)
 
     demo = sub.add_parser("demo", help="run an echo server and a client on loopback UDP")
     demo.add_argument("--count", type=int, default=20_000, help="requests to make")
@@ -545,9 +542,12 @@ class _Worker:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
+        try:
+            self._proc = proc = await asyncio.create_subprocess_exec(
+                *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+        except OSError as exc:
+            raise _WorkerFailed(f"cannot start a worker process: {exc}") from None
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), _WORKER_START_TIMEOUT)
