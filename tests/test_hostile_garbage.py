@@ -18,6 +18,7 @@ import aiodisp
 from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, pack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
+from aiodisp.retry import RetryPolicy
 from tests.helpers_flood import accounted, recv_datagram, send_paced, settle
 
 MAX = 512  # the victim's max_datagram_size
@@ -215,3 +216,31 @@ async def test_an_unhashable_address_from_a_custom_transport_is_dropped(addr: An
         msg, _, src = await b.recv_from(timeout=5)
         await b.notify_unreliable(msg._replace(reply=True), src)
         assert (await request).reply
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: with check_source=False a reply or ACK from any address completes "
+    "the call and Endpoint samples the RTT under the *sender's* address (rtt.sample(addr)), "
+    "not the address the call went to: an unhashable sender raises out of receive, and "
+    "strangers fill the RTT table",
+)
+@pytest.mark.parametrize("framing", ["ack", "raw"])
+def test_a_stranger_completing_a_call_with_the_check_off_leaves_no_rtt_trace(
+    framing: str,
+) -> None:
+    e: Endpoint[Any] = Endpoint(IdPrefixAdapter(), framing=framing,  # type: ignore[arg-type]
+                                check_source=False)
+    peer = ("10.0.0.1", 1000)
+    p = e.start_request(IdMessage(1), peer, object(), 0.0, 5.0, RetryPolicy(initial_timeout=1.0))
+    reply = body(b"", id=1, reply=True)
+    if framing == "ack":
+        reply = pack_header(0, 5) + reply
+    stranger = ("10.6.6.6", 666)
+    assert e.receive(reply, stranger, 0.01) is p  # the check is off: anyone may answer
+    assert e.rtt.estimator(stranger) is None  # ...but the RTT measured is the peer's
+    assert e.rtt.estimator(peer) is not None
+    if framing == "ack":
+        n = e.start_notify(IdMessage(2), peer, object(), 0.02, 5.0, None)
+        assert e.receive(pack_header(FLAG_ACK, n.packet_id), ["unhashable"], 0.03) is n
+    assert accounted(e.counters)
