@@ -376,3 +376,30 @@ async def test_notify_and_request_share_the_max_pending_bound(peer: socket.socke
             pass
         assert d.pending == 2 and d.stats.acks_received == 1
         await finish(r2, r3)
+
+
+async def test_cached_replies_stay_within_reply_cache_bytes(peer: socket.socket) -> None:
+    d = await aiodisp.open_udp(KeyAdapter(), reply_cache_bytes=64 * 1024)
+    answer = bytes(1000)
+
+    async def serve() -> None:
+        async for msg, _, addr in d:
+            await d.notify_unreliable((msg[0], answer), addr)
+
+    serving = asyncio.create_task(serve())
+    async with d:
+        for i in range(200):
+            peer.sendto(frame(i, b"q", packet_id=i), d.local_addr)
+            await recv(peer)  # the answer
+        log = d._core.log
+        assert 60 * 1024 < log.reply_bytes_used <= 64 * 1024
+        # A retransmitted copy of a recent request gets its cached reply again...
+        peer.sendto(frame(199, b"q", packet_id=199), d.local_addr)
+        assert parse(await recv(peer))[2] == 199
+        assert d.stats.replies_resent == 1
+        # ...one whose reply was let go is still not delivered twice, but goes unanswered.
+        peer.sendto(frame(0, b"q", packet_id=0), d.local_addr)
+        await settle(lambda: d.stats.duplicates == 2)
+        assert d.stats.replies_resent == 1 and d.stats.delivered == 200
+        assert drain(peer) == []
+    await serving
