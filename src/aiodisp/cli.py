@@ -458,11 +458,11 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
             workers.append(worker)
             await worker.start()
         if args.worker:
-            print(_READY, flush=True)
+            _say(_READY)
         else:
             extra = f", {args.workers} worker processes" if args.workers > 1 else ""
-            print(f"aiodisp serve: listening on {here} ({args.framing} framing, "
-                  f"{fmt.name} messages{extra}); stop with Ctrl-C or SIGTERM", flush=True)
+            _say(f"aiodisp serve: listening on {here} ({args.framing} framing, "
+                 f"{fmt.name} messages{extra}); stop with Ctrl-C or SIGTERM")
         status = await _until_stopped(stop, serving, workers)
     except _WorkerFailed as exc:
         status = _fail("serve", str(exc))
@@ -473,8 +473,18 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
             if await worker.stop() != 0:
                 status = EXIT_FAILED
     plural = "" if echoed == 1 else "s"
-    print(f"aiodisp serve: pid {os.getpid()} echoed {echoed} message{plural}", flush=True)
+    _say(f"aiodisp serve: pid {os.getpid()} echoed {echoed} message{plural}")
     return status
+
+
+def _say(line: str) -> None:
+    """Print a line now; if stdout is gone (a worker whose parent died), print nothing more."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 async def _until_stopped(
@@ -584,6 +594,5 @@ class _Worker:
 async def _relay(stream: asyncio.StreamReader) -> None:
     """Copy a worker's output lines to ours."""
     while line := await stream.readline():
-        sys.stdout.write(line.decode(errors="replace"))
-        sys.stdout.flush()
+        _say(line.decode(errors="replace").rstrip("\n"))
 
