@@ -218,13 +218,6 @@ async def test_an_unhashable_address_from_a_custom_transport_is_dropped(addr: An
         assert (await request).reply
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: with check_source=False a reply or ACK from any address completes "
-    "the call and Endpoint samples the RTT under the *sender's* address (rtt.sample(addr)), "
-    "not the address the call went to: an unhashable sender raises out of receive, and "
-    "strangers fill the RTT table",
-)
 @pytest.mark.parametrize("framing", ["ack", "raw"])
 def test_a_stranger_completing_a_call_with_the_check_off_leaves_no_rtt_trace(
     framing: str,

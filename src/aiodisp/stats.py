@@ -17,7 +17,8 @@ class Stats:
 
     #: datagrams handed to the transport (first sends, retransmissions, ACKs, cached replies)
     sent: int = 0
-    #: datagrams read from the transport
+    #: datagrams read from the transport; each lands in exactly one of: replies_matched,
+    #: acks_received, delivered, or one of the drop counters below
     received: int = 0
     #: request() calls that sent their first datagram
     requests: int = 0
@@ -70,15 +71,22 @@ class Stats:
 
 
 STAT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Stats))
+#: ``sent`` is the sum of these (every datagram sent is exactly one of them) ...
+SENT_PARTS = ("requests", "notifies", "retransmissions", "acks_sent", "replies_resent")
+#: ... and ``received`` the sum of these: the hot paths bump one counter, not two.
+RECEIVED_PARTS = (
+    "replies_matched", "acks_received", "delivered", "unknown_replies", "wrong_source",
+    "unknown_acks", "header_errors", "decode_errors", "empty", "oversize", "duplicates",
+    "queue_drops",
+)
+COUNTED = tuple(name for name in STAT_FIELDS if name not in ("sent", "received"))
 
 
 class Counters:
     """The mutable counters behind :class:`Stats` (plain slots: cheap to bump)."""
 
-    __slots__ = STAT_FIELDS
+    __slots__ = COUNTED
 
-    sent: int
-    received: int
     requests: int
     notifies: int
     retransmissions: int
@@ -103,8 +111,17 @@ class Counters:
     transport_errors: int
 
     def __init__(self) -> None:
-        for name in STAT_FIELDS:
+        for name in COUNTED:
             setattr(self, name, 0)
 
+    @property
+    def sent(self) -> int:
+        return sum(getattr(self, name) for name in SENT_PARTS)
+
+    @property
+    def received(self) -> int:
+        return sum(getattr(self, name) for name in RECEIVED_PARTS)
+
     def snapshot(self) -> Stats:
-        return Stats(**{name: getattr(self, name) for name in STAT_FIELDS})
+        values = {name: getattr(self, name) for name in COUNTED}
+        return Stats(sent=self.sent, received=self.received, **values)

@@ -196,7 +196,6 @@ class Endpoint(Generic[M]):
             frame = raw
         if len(frame) > self.max_datagram_size:
             raise MessageTooLarge(len(frame), self.max_datagram_size)
-        self.counters.sent += 1
         return frame, packet_id
 
     def start_request(
@@ -240,9 +239,7 @@ class Endpoint(Generic[M]):
                 self._compact()
         else:
             self._schedule_first(p, policy, now)
-        counters = self.counters
-        counters.requests += 1
-        counters.sent += 1
+        self.counters.requests += 1
         return p
 
     def start_notify(
@@ -352,7 +349,6 @@ class Endpoint(Generic[M]):
             assert policy is not None and p.frame is not None
             p.attempts += 1
             counters.retransmissions += 1
-            counters.sent += 1
             outbox.append((p.frame, p.addr))
             interval = self._jitter(
                 min(p.interval * policy.backoff, policy.max_interval), policy.jitter
@@ -409,7 +405,6 @@ class Endpoint(Generic[M]):
         go to the inbox; everything dropped is counted and reported.
         """
         counters = self.counters
-        counters.received += 1
         size = len(data)
         if size > self.max_datagram_size:
             counters.oversize += 1
@@ -448,11 +443,9 @@ class Endpoint(Generic[M]):
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
-                    counters.sent += 1
                 if rec.reply is not None:
                     self.outbox.append((rec.reply, addr))
                     counters.replies_resent += 1
-                    counters.sent += 1
                 return None
             raw = data[HEADER_SIZE:]
             size -= HEADER_SIZE
@@ -490,7 +483,6 @@ class Endpoint(Generic[M]):
                 if flags:  # processed: a retransmission would not change the outcome
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
-                    counters.sent += 1
                 return None
             if self.check_source and p.addr != addr:
                 counters.wrong_source += 1
@@ -505,7 +497,7 @@ class Endpoint(Generic[M]):
             # RTT samples (Karn: first attempts only) from every call that
             # retransmits, and from one in eight of the others.
             if p.attempts == 1 and (p.policy is not None or not counters.replies_matched & 7):
-                self.rtt.sample(addr, now - p.sent_at)
+                self.rtt.sample(p.addr, now - p.sent_at)
             if packet_id >= 0:
                 if self._is_reply is None:
                     # without is_reply a network duplicate of this reply would look
@@ -515,7 +507,6 @@ class Endpoint(Generic[M]):
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
-                    counters.sent += 1
             return p
 
         inbox = self.inbox
@@ -530,7 +521,6 @@ class Endpoint(Generic[M]):
             if flags:
                 self.outbox.append((ack_for(packet_id), addr))
                 counters.acks_sent += 1
-                counters.sent += 1
         return None
 
     def _on_ack(self, packet_id: int, addr: Address, now: float) -> Pending | None:
@@ -545,5 +535,5 @@ class Endpoint(Generic[M]):
         self._stale += 1
         self.counters.acks_received += 1
         if p.attempts == 1:
-            self.rtt.sample(addr, now - p.sent_at)
+            self.rtt.sample(p.addr, now - p.sent_at)
         return p
