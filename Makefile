@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m aiodisp demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples fuzz
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -29,6 +29,12 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+
+# Coverage-guided fuzzing of the receive path (needs `pip install atheris`; without it
+# the target replays its seeds once). Not part of `make test`.
+fuzz: $(STAMP)
+	$(PY) fuzz/fuzz_receive.py --seeds fuzz/corpus
+	$(PY) fuzz/fuzz_receive.py -max_total_time=300 fuzz/corpus
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -15,7 +15,12 @@ except ImportError:  # pragma: no cover - uvloop is in the dev extra
     uvloop = None
 
 #: Test modules about the driver and transports run on every loop we support.
-BOTH_LOOPS = {"test_dispatcher.py", "test_reliability.py"}
+BOTH_LOOPS = {
+    "test_dispatcher.py",
+    "test_reliability.py",
+    "test_hostile_garbage.py",
+    "test_hostile_spoofing.py",
+}
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:

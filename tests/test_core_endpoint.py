@@ -392,3 +392,19 @@ def test_reply_cache_is_bounded_in_bytes_oldest_replies_go_first() -> None:
     assert not log.attach_reply(B, 0, bytes(300))  # larger than the whole budget
     log.record(A, 100, None, 20.0)  # everything older expires, and its bytes are freed
     assert log.reply_bytes_used == 0 and len(log._replies) == 0
+
+
+def test_a_replayed_request_gets_its_cached_reply_a_bounded_number_of_times() -> None:
+    from aiodisp._core.endpoint import MAX_REPLY_RESENDS
+
+    client, server = endpoint(), endpoint()
+    p = client.start_request((5, b"q"), B, Waiter(), 0.0, 5.0, RetryPolicy(initial_timeout=0.1))
+    assert p.frame is not None
+    server.receive(p.frame, A, 0.0)
+    server.inbox.popleft()
+    server.frame_oneway((5, b"answer"), A)
+    for _ in range(MAX_REPLY_RESENDS + 20):
+        server.receive(p.frame, A, 0.1)
+    assert server.counters.replies_resent == MAX_REPLY_RESENDS
+    assert len(server.outbox) == MAX_REPLY_RESENDS
+    assert server.counters.duplicates == MAX_REPLY_RESENDS + 20

@@ -41,6 +41,10 @@ from .retry import RetryPolicy
 
 __all__ = ["add_parser", "run"]
 
+#: Socket buffer bytes asked for by default: with the OS default (~200 KiB) replies
+#: to a few hundred requests in flight overflow the receive buffer now and then.
+SOCKBUF = 4 << 20
+
 #: The retry policy of requests over a lossy path (``--loss``).
 LOSSY_RETRY = RetryPolicy(initial_timeout=None, backoff=2.0, max_attempts=10, max_interval=0.5)
 
@@ -79,6 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="drop each datagram the client sends or receives with probability P",
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the loss (default: random)")
+    p.add_argument(
+        "--sockbuf", type=int, default=SOCKBUF, metavar="BYTES",
+        help="socket buffers of client and embedded server, capped by net.core.rmem_max "
+             "(default 4 MiB: the default buffers overflow at a few hundred in flight; "
+             "0: the OS default)",
+    )
     p.add_argument("--uvloop", action="store_true", help="run on uvloop (client and server)")
     p.add_argument("--no-pin", action="store_true", help="do not pin client and server to cores")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -100,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"echo server on udp://{args.serve} ({args.framing} framing); Ctrl-C stops it",
               file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):
-            _run_loop(serve_echo((host, port), args.framing), args.uvloop)
+            _run_loop(serve_echo((host, port), args.framing, sockbuf=args.sockbuf), args.uvloop)
         return 0
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = not args.no_pin and len(cpus) >= 2
@@ -110,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             target: Address = parse_hostport(args.target)
         else:
             server = EchoServerProcess(
-                args.framing, args.uvloop, cpu=cpus[-1] if pin else None
+                args.framing, args.uvloop, cpu=cpus[-1] if pin else None, sockbuf=args.sockbuf
             )
             target = server.start()
         if pin:
@@ -140,8 +150,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--duration must be positive"
     if not 0.0 <= args.loss < 1.0:
         return "--loss must be in [0, 1)"
-    if args.payload < 0 or not args.timeout > 0 or args.warmup < 0:
-        return "--payload, --timeout and --warmup must not be negative"
+    if args.payload < 0 or not args.timeout > 0 or args.warmup < 0 or args.sockbuf < 0:
+        return "--payload, --timeout, --warmup and --sockbuf must not be negative"
     for name in ("target", "serve"):
         value = getattr(args, name)
         if value:
@@ -188,11 +198,13 @@ async def serve_echo(
     ready: Callable[[Address], None] | None = None,
     stop: asyncio.Future[None] | None = None,
     reuse_port: bool = False,
+    sockbuf: int = 0,
 ) -> None:
     """Answer every IdPrefixAdapter message with its id, its payload and the reply flag."""
     server = await open_udp(
         IdPrefixAdapter(), addr, framing=framing, reuse_port=reuse_port, max_queue=8192
     )
+    set_buffers(server, sockbuf)
     try:
         if ready is not None:
             ready(server.local_addr)
@@ -208,6 +220,15 @@ async def serve_echo(
                 await echo
     finally:
         await server.close()
+
+
+def set_buffers(d: Dispatcher[Any], size: int) -> None:
+    """Ask for ``size``-byte socket buffers on ``d``'s socket (0: leave them)."""
+    sock = getattr(d.transport, "socket", None)
+    if size > 0 and isinstance(sock, socket.socket):
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
 async def _echo(server: Dispatcher[IdMessage]) -> None:
@@ -247,7 +268,7 @@ def server_child_main() -> None:
         try:
             await serve_echo(
                 tuple(opts["addr"]), opts["framing"], ready=ready, stop=stop,
-                reuse_port=opts["reuse_port"],
+                reuse_port=opts["reuse_port"], sockbuf=opts["sockbuf"],
             )
         finally:
             loop.remove_reader(stdin)
@@ -261,10 +282,11 @@ class EchoServerProcess:
     def __init__(
         self, framing: str, use_uvloop: bool, *, cpu: int | None = None,
         addr: tuple[str, int] = ("127.0.0.1", 0), reuse_port: bool = False,
+        sockbuf: int = SOCKBUF,
     ) -> None:
         self._opts = {
             "addr": list(addr), "framing": framing, "uvloop": use_uvloop, "cpu": cpu,
-            "reuse_port": reuse_port,
+            "reuse_port": reuse_port, "sockbuf": sockbuf,
         }
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -327,6 +349,10 @@ class LossyTransport:
     @property
     def reliable(self) -> bool:
         return False
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._inner.socket
 
     @property
     def max_datagram_size(self) -> int:
@@ -410,6 +436,7 @@ async def measure(args: argparse.Namespace, target: Address) -> BenchResult:
         client: Dispatcher[IdMessage] = Dispatcher(lossy, adapter, framing=args.framing)
     else:
         client = await open_udp(adapter, bind, framing=args.framing)
+    set_buffers(client, args.sockbuf)
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     result = BenchResult(
         target=f"{target[0]}:{target[1]}", framing=args.framing, loop=loop_name,

@@ -24,12 +24,13 @@ from collections.abc import Hashable
 class Record:
     """One delivered datagram; ``reply`` is the datagram the application answered with."""
 
-    __slots__ = ("expires", "peer_key", "reply")
+    __slots__ = ("expires", "peer_key", "reply", "resends")
 
     def __init__(self, expires: float, peer_key: tuple[Hashable, Hashable] | None) -> None:
         self.expires = expires
         self.peer_key = peer_key
         self.reply: bytes | None = None
+        self.resends = 0
 
 
 class DeliveryLog:

@@ -54,6 +54,8 @@ REQUEST = 0
 NOTIFY = 1
 _INF = math.inf
 _COMPACT_MIN = 1024
+#: How many retransmitted copies of one request its cached reply answers.
+MAX_REPLY_RESENDS = 8
 
 
 class Received(NamedTuple, Generic[M]):
@@ -443,7 +445,9 @@ class Endpoint(Generic[M]):
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
-                if rec.reply is not None:
+                # a cached reply answers a few retransmissions, not a replay flood
+                if rec.reply is not None and rec.resends < MAX_REPLY_RESENDS:
+                    rec.resends += 1
                     self.outbox.append((rec.reply, addr))
                     counters.replies_resent += 1
                 return None

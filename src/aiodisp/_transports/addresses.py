@@ -38,7 +38,13 @@ async def _ip_address(loop: asyncio.AbstractEventLoop, family: int, addr: Addres
         infos: list[Any] = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, numeric)
     except (socket.gaierror, UnicodeError):
         try:
-            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            infos = await loop.getaddrinfo(
+                host,
+                port,
+                family=family,
+                type=socket.SOCK_DGRAM,
+                flags=socket.AI_V4MAPPED if family == socket.AF_INET6 else 0,
+            )
         except (OSError, UnicodeError) as exc:
             raise TransportError(f"cannot resolve {addr!r}: {exc}") from exc
     except (TypeError, OverflowError) as exc:
