@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -24,15 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import __version__
+from ._cli_workers import READY, Worker, WorkerFailed, say, stop_when_parent_leaves
 from ._open import open_udp, open_unix
 from .adapters import IdMessage, IdPrefixAdapter
 from .errors import DispatchError, MessageTooLarge, RequestTimeout
 from .retry import RetryPolicy
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_READY = "ready"  # what a worker process tells its parent once it serves
-_WORKER_START_TIMEOUT = 15.0
-_WORKER_STOP_TIMEOUT = 5.0
 
 
 class UsageError(Exception):
@@ -432,7 +429,7 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if args.worker:
-        _stop_when_parent_leaves(loop, stop)
+        stop_when_parent_leaves(loop, stop)
     try:
         if where.kind == "unix":
             d = await open_unix(fmt.adapter, where.addr, framing=args.framing)
@@ -450,21 +447,21 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
         return fmt.reply_to(msg)
 
     serving = asyncio.create_task(d.serve(echo))
-    workers: list[_Worker] = []
+    workers: list[Worker] = []
     status = EXIT_OK
     try:
         for _ in range(args.workers - 1):
-            worker = _Worker(args, here)
+            worker = Worker(args, here)
             workers.append(worker)
             await worker.start()
         if args.worker:
-            _say(_READY)
+            say(READY)
         else:
             extra = f", {args.workers} worker processes" if args.workers > 1 else ""
-            _say(f"aiodisp serve: listening on {here} ({args.framing} framing, "
+            say(f"aiodisp serve: listening on {here} ({args.framing} framing, "
                  f"{fmt.name} messages{extra}); stop with Ctrl-C or SIGTERM")
         status = await _until_stopped(stop, serving, workers)
-    except _WorkerFailed as exc:
+    except WorkerFailed as exc:
         status = _fail("serve", str(exc))
     finally:
         await d.close()
@@ -473,25 +470,15 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
             if await worker.stop() != 0:
                 status = EXIT_FAILED
     plural = "" if echoed == 1 else "s"
-    _say(f"aiodisp serve: pid {os.getpid()} echoed {echoed} message{plural}")
+    say(f"aiodisp serve: pid {os.getpid()} echoed {echoed} message{plural}")
     return status
 
 
-def _say(line: str) -> None:
-    """Print a line now; if stdout is gone (a worker whose parent died), print nothing more."""
-    try:
-        print(line, flush=True)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 async def _until_stopped(
-    stop: asyncio.Event, serving: asyncio.Task[None], workers: list[_Worker]
+    stop: asyncio.Event, serving: asyncio.Task[None], workers: list[Worker]
 ) -> int:
     stopping = asyncio.create_task(stop.wait())
-    watched: dict[asyncio.Future[Any], _Worker] = {
+    watched: dict[asyncio.Future[Any], Worker] = {
         asyncio.ensure_future(w.wait()): w for w in workers
     }
     try:
@@ -506,93 +493,3 @@ async def _until_stopped(
         if task in watched:
             return _fail("serve", f"worker process {watched[task].pid} exited unexpectedly")
     return EXIT_OK
-
-
-def _stop_when_parent_leaves(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """A worker's stdin is a pipe from its parent: end of file means the parent is gone."""
-
-    def readable() -> None:
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(0)
-            stop.set()
-
-    os.set_blocking(0, False)
-    loop.add_reader(0, readable)
-
-
-class _WorkerFailed(Exception):
-    pass
-
-
-class _Worker:
-    """One more ``aiodisp serve`` process on the same UDP port (SO_REUSEPORT)."""
-
-    def __init__(self, args: argparse.Namespace, here: Where) -> None:
-        self._argv = [
-            sys.executable, "-m", "aiodisp", "serve", "--worker",
-            "--listen", str(here).removeprefix("udp://"),
-            "--framing", args.framing, "--format", args.format,
-            "--key-field", args.key_field, "--reply-field", args.reply_field,
-        ]
-        if args.uvloop:
-            self._argv.append("--uvloop")
-        if args.verbose:
-            self._argv.append("-" + "v" * args.verbose)
-        self._proc: asyncio.subprocess.Process | None = None
-        self._relay: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    async def start(self) -> None:
-        try:
-            self._proc = proc = await asyncio.create_subprocess_exec(
-                *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-            )
-        except OSError as exc:
-            raise _WorkerFailed(f"cannot start a worker process: {exc}") from None
-        assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), _WORKER_START_TIMEOUT)
-        except TimeoutError:
-            line = b""
-        if line.strip() != _READY.encode():
-            raise _WorkerFailed(f"worker process {proc.pid} did not start")
-        self._relay = asyncio.create_task(_relay(proc.stdout))
-
-    async def wait(self) -> int:
-        assert self._proc is not None
-        return await self._proc.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM the worker and wait for it (SIGKILL past a few seconds); its exit status."""
-        proc = self._proc
-        if proc is None:
-            return 0
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        try:
-            status = await asyncio.wait_for(proc.wait(), _WORKER_STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            status = await proc.wait()
-        if proc.stdin is not None:
-            proc.stdin.close()
-        if self._relay is not None:
-            await self._relay
-        return status
-
-
-async def _relay(stream: asyncio.StreamReader) -> None:
-    """Copy a worker's output lines to ours."""
-    while line := await stream.readline():
-        _say(line.decode(errors="replace").rstrip("\n"))
-
