@@ -91,6 +91,11 @@ class Pending:
         "sent_at",
         "waiter",
     )
+    # Set only when used (an unset slot costs nothing to create): max_attempts
+    # and interval by a retry policy, result on completion.
+    max_attempts: int | None
+    interval: float
+    result: Any
 
     def __init__(
         self,
@@ -112,12 +117,9 @@ class Pending:
         self.sent_at = now
         self.deadline = deadline
         self.attempts = 1
-        self.max_attempts: int | None = 1
         self.policy: RetryPolicy | None = None
-        self.interval = 0.0
         self.due = deadline
         self.done = False
-        self.result: Any = None
 
 
 def _null_report(reason: str, addr: Address, detail: object) -> None:
@@ -339,16 +341,18 @@ class Endpoint(Generic[M]):
             if p.done:
                 self._stale -= 1
                 continue
-            if now >= p.deadline or (
-                p.max_attempts is not None and p.attempts >= p.max_attempts
+            policy = p.policy
+            if (
+                policy is None
+                or now >= p.deadline
+                or (p.max_attempts is not None and p.attempts >= p.max_attempts)
             ):
                 self._finish(p)
                 self._stale -= 1  # it has left the heap already
                 counters.timeouts += 1
                 expired.append(p)
                 continue
-            policy = p.policy
-            assert policy is not None and p.frame is not None
+            assert p.frame is not None
             p.attempts += 1
             counters.retransmissions += 1
             outbox.append((p.frame, p.addr))
@@ -536,6 +540,7 @@ class Endpoint(Generic[M]):
         del self.acking[packet_id]
         p.done = True
         p.frame = None
+        p.result = None
         self._stale += 1
         self.counters.acks_received += 1
         if p.attempts == 1:
