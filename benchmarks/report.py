@@ -107,3 +107,47 @@ def plot(rows: list[dict[str, Any]], path: str) -> bool:
 
 
 _PEER_ORDER = {"handrolled": 0, "handrolled_reader": 1, "aiodisp": 2, "rpcudp": 3, "aiocoap": 4}
+
+
+def markdown(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
+    """The results (and the targets) as Markdown tables, for docs/performance.md."""
+    cols = [c for c in COLUMNS if c[1] != "rounds"]
+    lines = ["| " + " | ".join(t for t, _, _ in cols) + " |",
+             "|" + "|".join("---:" if i >= 5 or i == 2 else "---" for i in range(len(cols)))
+             + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row.get(key, "")) for _, key, fmt in cols)
+                     + " |")
+    if targets:
+        lines += ["", "| target | measured | required | met |", "|---|---:|---:|---|"]
+        for t in targets:
+            sign = "≥" if t["higher_is_better"] else "≤"
+            lines.append(f"| {t['name']} | {_fmt_target(t['measured'], t['unit'])} | "
+                         f"{sign} {_fmt_target(t['required'], t['unit'])} | "
+                         f"{'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/report.py results.json [--plot PNG]``: Markdown of a run.py JSON."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Markdown tables (and a plot) of run.py --json")
+    p.add_argument("json")
+    p.add_argument("--plot", metavar="PNG")
+    p.add_argument("--in-flight", type=int, default=None, help="only this in-flight count")
+    args = p.parse_args(argv)
+    with open(args.json) as f:
+        doc = json.load(f)
+    rows = doc["results"]
+    if args.in_flight is not None:
+        rows = [r for r in rows if r["in_flight"] == args.in_flight]
+    print(markdown(rows, doc.get("targets", [])), end="")
+    if args.plot:
+        plot(doc["results"], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
