@@ -333,6 +333,10 @@ def test_workers_exit_when_the_parent_is_killed(serve: Callable[..., Server]) ->
     server.proc.kill()  # no chance to stop its workers: they must notice by themselves
     # The workers hold the server's stdout and stderr too: both end once they exit.
     _out, err = server.proc.communicate(timeout=SLOW)
+    # Closing its pipes is one of the last things an exiting process does, not the last.
+    deadline = time.monotonic() + SLOW
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not any(_alive(w) for w in workers)
     assert "Traceback" not in err
 
