@@ -75,6 +75,8 @@ async def _bare_task_bytes(n: int) -> float:
         f.set_result(None)
     await asyncio.gather(*tasks)
     del futs, tasks
+    await asyncio.sleep(0)  # the main task lets go of gather()'s future
+    gc.collect()
     return used / n
 
 
@@ -92,6 +94,7 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
         out["bare_task_bytes"] = await _bare_task_bytes(n)
         gc.collect()
         base = tracemalloc.get_traced_memory()[0]
+        base_snapshot = tracemalloc.take_snapshot()
         rss0 = _rss()
         t0 = time.perf_counter()
 
@@ -123,9 +126,15 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
         out["seconds_total"] = time.perf_counter() - t0
         out["outcomes"] = {k: outcomes.count(k) for k in set(outcomes)}
         del tasks, outcomes
+        await asyncio.sleep(0)  # the main task lets go of gather()'s future
         gc.collect()
         out["pending_after"] = client.pending
         out["bytes_left_after_per_request"] = (tracemalloc.get_traced_memory()[0] - base) / n
+        left = tracemalloc.take_snapshot().compare_to(base_snapshot, "lineno")[:5]
+        out["left_after"] = [
+            f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} "
+            f"{s.size_diff / n:+.0f} B/request ({s.count_diff:+d} blocks)" for s in left
+        ]
         out["stats"] = {k: v for k, v in client.stats.as_dict().items() if v}
     finally:
         tracemalloc.stop()
@@ -283,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bytes_left_after_per_request']:.1f} B/request left traced"
               f" -> {'ok' if r['ok'] else 'FAILED'}")
         for line in r["top_allocations"]:
+            say(f"    {line}")
+        say("  still held once every request has ended (vs. before):")
+        for line in r["left_after"]:
             say(f"    {line}")
         if not args.no_replies:
             r2 = common.run_on(args.loop, pending_with_replies(n, args.framing, hold=1.0))
