@@ -2,7 +2,8 @@
 
 Options: ``peer``, ``variant``, ``loop``, ``target`` ([host, port]), ``in_flight``,
 ``duration``, ``warmup``, ``timeout``, ``cpu`` (core to pin to, or null),
-``sockbuf`` (socket buffer bytes for the client's UDP sockets; 0: the OS default).
+``sockbuf`` (socket buffer bytes for the client's UDP sockets; 0: the OS default),
+``sockets`` (client sockets to spread the requests over; default 1).
 Prints the
 :class:`common.Measurement` as one JSON line.
 """
@@ -25,8 +26,22 @@ import peers
 async def measure(opts: dict[str, Any]) -> common.Measurement:
     peer = peers.load(opts["peer"])
     target = tuple(opts["target"])
-    call, close = await peer.open_client(opts["variant"], target, opts["timeout"])
+    sockets = max(1, opts.get("sockets", 1))
+    opened = [await peer.open_client(opts["variant"], target, opts["timeout"])
+              for _ in range(sockets)]
     common.set_udp_buffers(opts.get("sockbuf", 0))
+    if sockets == 1:
+        call, close = opened[0]
+    else:  # spread the requests over several client sockets (several source ports)
+        calls = [c for c, _ in opened]
+
+        def call(i: int, data: bytes) -> Any:
+            return calls[i % sockets](i, data)
+
+        async def close() -> None:
+            for _, closer in opened:
+                await closer()
+
     try:
         return await common.drive(
             call,

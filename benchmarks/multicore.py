@@ -49,7 +49,8 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     cores = common.cores()
     servers = [
         harness.Server(peer="aiodisp", variant=args.framing, loop=args.loop, port=port,
-                       reuse_port=True, cpu=cores[-1 - k % len(cores)] if args.pin else None)
+                       reuse_port=True, cpu=cores[-1 - k % len(cores)] if args.pin else None,
+                       sockbuf=4 << 20)
         for k in range(workers)
     ]
     try:
@@ -58,7 +59,8 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, Any]:
             "peer": "aiodisp", "variant": args.framing, "loop": args.loop,
             "target": ["127.0.0.1", port], "in_flight": args.inflight,
             "duration": args.duration, "warmup": args.warmup, "timeout": 2.0,
-            "cpu": cores[0] if args.pin else None,
+            "cpu": cores[0] if args.pin else None, "sockets": args.sockets,
+            "sockbuf": 4 << 20,
         })
         server_cpu = [s.cpu() - c for s, c in zip(servers, cpu0, strict=True)]
     finally:
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="0.5 s runs, 1 round")
     p.add_argument("--workers", default="1,2", help="comma list of worker counts (1,2)")
     p.add_argument("--clients", type=int, default=2, help="client processes (2)")
+    p.add_argument("--sockets", type=int, default=4,
+                   help="sockets per client process (4): the kernel picks a worker by the "
+                        "sender's port, so more sockets spread the load more evenly")
     p.add_argument("--inflight", type=int, default=128, help="requests in flight per client")
     p.add_argument("--framing", choices=("ack", "raw"), default="ack")
     p.add_argument("--loop", choices=common.LOOPS, default="uvloop")
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             per[w].append(measure(w, args))
     rows = []
     log = sys.stderr if args.json == "-" else sys.stdout
-    print(f"SO_REUSEPORT serving, {args.clients} clients x {args.inflight} in flight, "
+    print(f"SO_REUSEPORT serving, {args.clients} clients ({args.sockets} sockets each) x "
+          f"{args.inflight} in flight, "
           f"{args.framing} framing, {args.loop}, medians of {args.rounds} rounds:", file=log)
     for w in counts:
         row = {"workers": w, "rounds": per[w]}
