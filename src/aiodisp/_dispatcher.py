@@ -230,11 +230,10 @@ class Dispatcher(Generic[M]):
                 "uses raw framing (use notify_unreliable(), or framing='ack')"
             )
 
-    async def notify_unreliable(self, msg: M, addr: Address) -> None:
+    def notify_unreliable(self, msg: M, addr: Address) -> Coroutine[Any, Any, None]:
         """Send ``msg`` once and return at once; nothing is retransmitted or confirmed."""
-        if self._closed:
-            raise DispatcherClosed()
-        await self._send_oneway(msg, addr, None)
+        # A plain method returning the coroutine: no extra frame on the serving hot path.
+        return self._send_oneway(msg, addr, None)
 
     async def _call(
         self,
@@ -283,6 +282,8 @@ class Dispatcher(Generic[M]):
                 self._room_freed()
 
     async def _send_oneway(self, msg: M, addr: Address, timeout: float | None) -> None:
+        if self._closed:
+            raise DispatcherClosed()
         dest = self._addrs.get(addr)
         if dest is None:
             dest = await self._resolve(addr)
@@ -350,6 +351,10 @@ class Dispatcher(Generic[M]):
         return self
 
     async def __anext__(self) -> Received[M]:
+        inbox = self._core.inbox
+        if inbox and not self._closed:  # the common case under load: no wait, no extra frame
+            self._core.counters.consumed += 1
+            return inbox.popleft()
         try:
             return await self._get()
         except DispatcherClosed:

@@ -17,25 +17,36 @@ let go, and a retransmitted copy of their request is then dropped unanswered.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Hashable
+
+IdKey = tuple[Hashable, int]
+PeerKey = tuple[Hashable, Hashable]
 
 
 class Record:
     """One delivered datagram; ``reply`` is the datagram the application answered with."""
 
-    __slots__ = ("expires", "peer_key", "reply", "resends")
+    __slots__ = ("expires", "id_key", "peer_key", "reply", "resends")
 
-    def __init__(self, expires: float, peer_key: tuple[Hashable, Hashable] | None) -> None:
+    def __init__(self, expires: float, id_key: IdKey, peer_key: PeerKey | None) -> None:
         self.expires = expires
+        self.id_key = id_key
         self.peer_key = peer_key
         self.reply: bytes | None = None
         self.resends = 0
 
 
 class DeliveryLog:
-    __slots__ = ("_by_key", "_replies", "by_id", "capacity", "reply_bytes", "reply_bytes_used",
-                 "ttl")
+    """The duplicate and reply caches (see the module docstring).
+
+    Records are kept in a plain dict for lookups and a deque in arrival order:
+    with one ``ttl`` for all, arrival order is expiry order, so expiring and
+    evicting both take from the left.
+    """
+
+    __slots__ = ("_by_key", "_order", "_replies", "by_id", "capacity", "reply_bytes",
+                 "reply_bytes_used", "ttl")
 
     def __init__(
         self, *, ttl: float = 30.0, capacity: int = 100_000, reply_bytes: int = 8 << 20
@@ -46,10 +57,11 @@ class DeliveryLog:
         self.capacity = capacity
         self.reply_bytes = reply_bytes
         self.reply_bytes_used = 0
+        self.by_id: dict[IdKey, Record] = {}
+        self._by_key: dict[PeerKey, Record] = {}
+        self._order: deque[Record] = deque()
         # records holding a reply, oldest first (some may have let theirs go since)
         self._replies: deque[Record] = deque()
-        self.by_id: OrderedDict[tuple[Hashable, int], Record] = OrderedDict()
-        self._by_key: dict[tuple[Hashable, Hashable], Record] = {}
 
     def seen(self, addr: Hashable, packet_id: int, now: float) -> Record | None:
         """The record of an earlier delivery of this datagram, if it is still kept."""
@@ -60,15 +72,17 @@ class DeliveryLog:
 
     def record(self, addr: Hashable, packet_id: int, key: Hashable | None, now: float) -> None:
         """Remember a delivery; with ``key``, a reply to it can be attached."""
-        by_id = self.by_id
-        self._expire(now)
-        if len(by_id) >= self.capacity:
-            self._forget(by_id.popitem(last=False)[1])
-        if key is None:
-            by_id[addr, packet_id] = Record(now + self.ttl, None)
-        else:
-            peer_key = (addr, key)
-            rec = by_id[addr, packet_id] = Record(now + self.ttl, peer_key)
+        self.add((addr, packet_id), None if key is None else (addr, key), now)
+
+    def add(self, id_key: IdKey, peer_key: PeerKey | None, now: float) -> None:
+        """:meth:`record` for callers that hold the keys already (the receive path)."""
+        order = self._order
+        if order and (order[0].expires <= now or len(order) >= self.capacity):
+            self._expire(now)
+        rec = Record(now + self.ttl, id_key, peer_key)
+        self.by_id[id_key] = rec
+        order.append(rec)
+        if peer_key is not None:
             self._by_key[peer_key] = rec
 
     def attach_reply(self, addr: Hashable, key: Hashable, datagram: bytes) -> bool:
@@ -90,15 +104,15 @@ class DeliveryLog:
             rec.reply = None
 
     def _expire(self, now: float) -> None:
-        by_id = self.by_id
-        while by_id:
-            rec = next(iter(by_id.values()))
-            if rec.expires > now:
-                return
-            by_id.popitem(last=False)
-            self._forget(rec)
+        """Forget expired records, and the oldest ones past the capacity (minus one)."""
+        order = self._order
+        limit = self.capacity - 1
+        while order and (order[0].expires <= now or len(order) > limit):
+            self._forget(order.popleft())
 
     def _forget(self, rec: Record) -> None:
+        if self.by_id.get(rec.id_key) is rec:
+            del self.by_id[rec.id_key]
         peer_key = rec.peer_key
         if peer_key is not None and self._by_key.get(peer_key) is rec:
             del self._by_key[peer_key]
@@ -110,7 +124,7 @@ class DeliveryLog:
                 replies.popleft()
 
     def __len__(self) -> int:
-        return len(self.by_id)
+        return len(self._order)
 
     @property
     def replies_indexed(self) -> int:

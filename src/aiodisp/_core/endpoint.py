@@ -268,19 +268,41 @@ class Endpoint(Generic[M]):
         return p
 
     def frame_oneway(self, msg: M, addr: Address) -> bytes:
-        """The datagram of a message sent once, waiting for nothing."""
-        key, raw = self.encode(msg)
-        frame, _ = self._frame(0, raw)
-        self._attach_reply(addr, key, frame)
-        self.counters.notifies += 1
-        return frame
+        """The datagram of a message sent once, waiting for nothing.
 
-    def _attach_reply(self, addr: Address, key: Hashable, frame: bytes) -> None:
-        if self.ack:
+        Over ACK framing, if it answers a message delivered from ``addr`` with
+        the same key, it is kept in the reply cache. (A serving hot path:
+        encode() and _frame() are inlined.)
+        """
+        ack = self.ack
+        try:
+            raw = self._to_raw(msg)
+            key = self._key_of(msg) if ack else None
+        except Exception as exc:
+            raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+        if type(raw) is not bytes:
+            raw = self._as_bytes(raw)
+        if ack:
+            packet_id = self._next_id
+            self._next_id = (packet_id + 1) & ID_MASK
+            frame = pack_word(packet_id) + raw
+        else:
+            frame = raw
+        if len(frame) > self.max_datagram_size:
+            raise MessageTooLarge(len(frame), self.max_datagram_size)
+        if ack:
             try:
                 self.log.attach_reply(addr, key, frame)
             except TypeError:
                 pass  # an unhashable key cannot name a delivered request
+        self.counters.notifies += 1
+        return frame
+
+    def _attach_reply(self, addr: Address, key: Hashable, frame: bytes) -> None:
+        try:
+            self.log.attach_reply(addr, key, frame)
+        except TypeError:
+            pass  # an unhashable key cannot name a delivered request
 
     def _schedule_first(self, p: Pending, policy: RetryPolicy | None, now: float) -> None:
         if policy is not None:
@@ -438,8 +460,9 @@ class Endpoint(Generic[M]):
                 counters.header_errors += 1
                 self.report("header", addr, f"flags 0x{flags:02x}")
                 return None
+            id_key = (addr, packet_id)
             try:
-                rec = self._seen((addr, packet_id))
+                rec = self._seen(id_key)
             except TypeError:  # a custom transport reported an unhashable address
                 counters.decode_errors += 1
                 self.report("address", addr, "unhashable sender address")
@@ -511,7 +534,7 @@ class Endpoint(Generic[M]):
                     # without is_reply a network duplicate of this reply would look
                     # like a new message: remember it (with is_reply it is just an
                     # unknown reply)
-                    self.log.record(addr, packet_id, None, now)
+                    self.log.add(id_key, None, now)
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
@@ -525,7 +548,7 @@ class Endpoint(Generic[M]):
         inbox.append(Received(msg, size, addr))
         counters.delivered += 1
         if packet_id >= 0:
-            self.log.record(addr, packet_id, key, now)
+            self.log.add(id_key, (addr, key), now)
             if flags:
                 self.outbox.append((ack_for(packet_id), addr))
                 counters.acks_sent += 1
