@@ -3,7 +3,8 @@
 Options: ``peer``, ``variant``, ``loop``, ``target`` ([host, port]), ``in_flight``,
 ``duration``, ``warmup``, ``timeout``, ``cpu`` (core to pin to, or null),
 ``sockbuf`` (socket buffer bytes for the client's UDP sockets; 0: the OS default),
-``sockets`` (client sockets to spread the requests over; default 1).
+``sockets`` (client sockets to spread the requests over; default 1), ``gc``
+(``"off"`` or ``"freeze"``: a diagnostic of the cyclic garbage collector's share).
 Prints the
 :class:`common.Measurement` as one JSON line.
 """
@@ -58,6 +59,10 @@ def main() -> None:
     opts = json.loads(sys.argv[1])
     common.pin(opts.get("cpu"))
     gc.collect()
+    if opts.get("gc") == "off":  # a diagnostic: how much of the cost is the cyclic GC
+        gc.disable()
+    elif opts.get("gc") == "freeze":
+        gc.freeze()
     m: common.Measurement = common.run_on(opts["loop"], measure(opts))
     print(json.dumps(m.as_dict()))
 

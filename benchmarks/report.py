@@ -100,7 +100,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> bool:
         ax.legend(fontsize=8)
     fig.suptitle("loopback UDP, 8-byte id + 64-byte payload, client and server on their own cores",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", type=_csv, default=None, help="client,e2e (both)")
     p.add_argument("--timeout", type=float, default=2.0, help="per-request timeout")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument("--client-gc", choices=("on", "off", "freeze"), default="on",
+                   help="diagnostic: run the clients with the cyclic GC off or frozen")
     p.add_argument("--sockbuf", type=int, default=4 << 20, metavar="BYTES",
                    help="receive/send buffer of every client and server UDP socket, capped by "
                         "net.core.rmem_max (default 4 MiB; 0: the OS default)")
@@ -151,6 +153,7 @@ def measure_case(args: argparse.Namespace, servers: Servers, case: targets.Case)
         peer=name, variant=variant, loop=loop, target=target, in_flight=inflight,
         duration=args.duration, warmup=args.warmup, timeout=args.timeout,
         cpu=None if args.no_pin else common.client_core(), sockbuf=args.sockbuf,
+        gc=args.client_gc,
     )
     server_cpu = server.cpu() - cpu0  # includes warm-up and drain: an upper bound
     n = max(1, result["completed"])
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "load_average_after": os.getloadavg(),
         "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
-        "sockbuf": args.sockbuf,
+        "sockbuf": args.sockbuf, "client_gc": args.client_gc,
         "argv": sys.argv[1:] if argv is None else argv,
         **harness.source_version(),
     }
