@@ -129,3 +129,44 @@ def test_common_echo_server_answers_coap_and_rpcudp_correctly() -> None:
     reply = echo_server.reply_rpc(request)
     assert reply is not None and reply[:21] == b"\x01" + b"i" * 20
     assert msgpack.unpackb(reply[21:])[8:] == body[8:]
+
+
+def test_aiodisp_bench_measures_a_server_started_with_serve() -> None:
+    if not _bench_wired():
+        pytest.skip("`aiodisp bench` is not wired into cli.py yet")
+    import signal
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aiodisp", "bench", "--serve", f"127.0.0.1:{port}",
+         "--framing", "raw"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )
+    try:
+        assert server.stderr is not None
+        assert "echo server on udp://" in server.stderr.readline()  # bound and serving
+        doc = _json(_run("-m", "aiodisp", "bench", "--target", f"127.0.0.1:{port}",
+                         "--framing", "raw", "--count", "200", "--in-flight", "8", "--json"))
+        assert doc["completed"] == 200 and doc["mismatched"] == 0
+        assert doc["target"] == f"127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+
+
+def test_multicore_benchmark_quick_serves_one_port_from_two_workers() -> None:
+    out = _run(str(BENCH / "multicore.py"), "--quick", "--duration", "0.3", "--warmup", "0.1",
+               "--clients", "1", "--sockets", "4", "--inflight", "16", "--json", "-")
+    doc = _json(out)
+    rows = {row["workers"]: row for row in doc["results"]}
+    assert set(rows) == {1, 2}
+    for row in rows.values():
+        (measured,) = row["rounds"]
+        assert measured["requests_per_s"] > 0 and measured["errors"] == 0
+        assert len(measured["server_cpu_share"]) == row["workers"]

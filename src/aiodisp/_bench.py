@@ -107,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.serve:
         host, port = parse_hostport(args.serve)
-        print(f"echo server on udp://{args.serve} ({args.framing} framing); Ctrl-C stops it",
-              file=sys.stderr)
+
+        def ready(addr: Address) -> None:
+            where = f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+            print(f"echo server on udp://{where} ({args.framing} framing); Ctrl-C stops it",
+                  file=sys.stderr, flush=True)
+
+        serving = serve_echo((host, port), args.framing, ready=ready, sockbuf=args.sockbuf)
         with contextlib.suppress(KeyboardInterrupt):
-            _run_loop(serve_echo((host, port), args.framing, sockbuf=args.sockbuf), args.uvloop)
+            _run_loop(serving, args.uvloop)
         return 0
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = not args.no_pin and len(cpus) >= 2
