@@ -189,6 +189,7 @@ async def flat(total: int, framing: str, in_flight: int, samples: int,
         nowhere = silent.getsockname()
         body = os.urandom(common.PAYLOAD)
         client = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing)
+        big_buffers(client.transport.socket)  # type: ignore[attr-defined]
         counts = {"reply": 0, "timeout": 0, "cancelled": 0, "other": 0}
         series: list[dict[str, float]] = []
         next_id = 0

@@ -48,8 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="measured seconds per run (3)")
     p.add_argument("--warmup", type=float, default=None, help="unmeasured seconds first (0.5)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
-    p.add_argument("--peers", type=_csv, default=list(peers.PEERS),
-                   help=f"comma list of {','.join(peers.PEERS)}")
+    p.add_argument("--peers", type=_csv, default=None,
+                   help=f"comma list of {','.join(peers.PEERS)} (default: every one whose "
+                        "library is installed)")
     p.add_argument("--variants", type=_csv, default=None,
                    help="only these variants (ack,raw,rpc,con,non)")
     p.add_argument("--loops", type=_csv, default=list(common.LOOPS), help="asyncio,uvloop")
@@ -84,9 +85,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.plot = DEFAULT_PLOT
     if args.no_plot:
         args.plot = None
+    if args.peers is None:
+        args.peers = []
+        for name in peers.PEERS:
+            try:
+                peers.load(name)
+            except ImportError as exc:
+                print(f"skipping {name}: {exc} (pip install -e '.[bench]')", file=sys.stderr)
+            else:
+                args.peers.append(name)
     for name in args.peers:
         if name not in peers.PEERS:
             p.error(f"unknown peer {name!r}")
+        try:
+            peers.load(name)
+        except ImportError as exc:
+            p.error(f"peer {name} needs a library that is not installed: {exc}")
     for loop in args.loops:
         if loop not in common.LOOPS:
             p.error(f"unknown loop {loop!r}")
