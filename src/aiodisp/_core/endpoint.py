@@ -460,24 +460,6 @@ class Endpoint(Generic[M]):
                 counters.header_errors += 1
                 self.report("header", addr, f"flags 0x{flags:02x}")
                 return None
-            id_key = (addr, packet_id)
-            try:
-                rec = self._seen(id_key)
-            except TypeError:  # a custom transport reported an unhashable address
-                counters.decode_errors += 1
-                self.report("address", addr, "unhashable sender address")
-                return None
-            if rec is not None and rec.expires > now:
-                counters.duplicates += 1
-                if flags:
-                    self.outbox.append((ack_for(packet_id), addr))
-                    counters.acks_sent += 1
-                # a cached reply answers a few retransmissions, not a replay flood
-                if rec.reply is not None and rec.resends < MAX_REPLY_RESENDS:
-                    rec.resends += 1
-                    self.outbox.append((rec.reply, addr))
-                    counters.replies_resent += 1
-                return None
             raw = data[HEADER_SIZE:]
             size -= HEADER_SIZE
         else:
@@ -506,6 +488,29 @@ class Endpoint(Generic[M]):
             counters.decode_errors += 1
             self.report("decode", addr, exc)
             return None
+
+        if packet_id >= 0 and not (reply and self._is_reply is not None):
+            # Was this datagram delivered before? (A reply marked by is_reply needs
+            # no look-up: replies are never recorded then, a late copy simply finds
+            # no pending call.)
+            id_key = (addr, packet_id)
+            try:
+                rec = self._seen(id_key)
+            except TypeError:  # a custom transport reported an unhashable address
+                counters.decode_errors += 1
+                self.report("address", addr, "unhashable sender address")
+                return None
+            if rec is not None and rec.expires > now:
+                counters.duplicates += 1
+                if flags:
+                    self.outbox.append((ack_for(packet_id), addr))
+                    counters.acks_sent += 1
+                # a cached reply answers a few retransmissions, not a replay flood
+                if rec.reply is not None and rec.resends < MAX_REPLY_RESENDS:
+                    rec.resends += 1
+                    self.outbox.append((rec.reply, addr))
+                    counters.replies_resent += 1
+                return None
 
         if reply:
             if p is None:
