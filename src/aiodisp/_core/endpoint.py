@@ -11,17 +11,14 @@ The tables:
 
 * ``waiting``: pending requests by key (a key is pending at most once);
 * ``acking``: notifies waiting for their ACK, by packet id (ACK framing);
-* a heap of ``(due, seq, Pending)`` giving each pending call its next event
-  (a retransmission or the end of its wait); finished calls stay in the heap
-  until popped or until they are more than half of it, when it is rebuilt;
+* the schedule (:mod:`.schedule`), giving each pending call its next event
+  (a retransmission or the end of its wait);
 * the delivery log (duplicate and reply caches, ACK framing);
 * the RTT table that sizes adaptive retransmission timeouts.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import random
 from collections import deque
@@ -43,6 +40,7 @@ from .framing import (
     unpack_word,
 )
 from .rtt import RttTable
+from .schedule import Schedule
 
 M = TypeVar("M")
 Address = Any
@@ -53,7 +51,6 @@ Reporter = Callable[[str, Address, object], None]
 REQUEST = 0
 NOTIFY = 1
 _INF = math.inf
-_COMPACT_MIN = 1024
 #: How many retransmitted copies of one request its cached reply answers.
 MAX_REPLY_RESENDS = 8
 
@@ -166,9 +163,7 @@ class Endpoint(Generic[M]):
         self.acking: dict[int, Pending] = {}
         self.inbox: deque[Received[M]] = deque()
         self.outbox: list[tuple[bytes, Address]] = []
-        self._heap: list[tuple[float, int, Pending]] = []
-        self._stale = 0
-        self._seq = itertools.count()
+        self.schedule = Schedule()
         self._next_id = self.rng.getrandbits(ID_BITS)
 
     # ------------------------------------------------------------------ sending
@@ -238,9 +233,7 @@ class Endpoint(Generic[M]):
         p = Pending(REQUEST, key, addr, frame, packet_id, waiter, now, now + timeout)
         waiting[key] = p
         if policy is None:
-            heapq.heappush(self._heap, (p.due, next(self._seq), p))
-            if self._stale > _COMPACT_MIN:
-                self._compact()
+            self.schedule.add_final(p, timeout)
         else:
             self._schedule_first(p, policy, now)
         self.counters.requests += 1
@@ -315,9 +308,7 @@ class Endpoint(Generic[M]):
             p.interval = interval
             if now + interval < p.deadline:
                 p.due = now + interval
-        heapq.heappush(self._heap, (p.due, next(self._seq), p))
-        if self._stale > _COMPACT_MIN:
-            self._compact()
+        self.schedule.add(p)
 
     def _jitter(self, interval: float, jitter: float) -> float:
         if jitter:
@@ -329,13 +320,13 @@ class Endpoint(Generic[M]):
         if p.done:
             return
         self._finish(p)
+        self.schedule.stale += 1
         if counted:
             self.counters.cancelled += 1
 
     def _finish(self, p: Pending) -> None:
         p.done = True
         p.frame = None
-        self._stale += 1
         if p.kind == REQUEST:
             if self.waiting.get(p.key) is p:
                 del self.waiting[p.key]
@@ -346,23 +337,16 @@ class Endpoint(Generic[M]):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next run, or None when nothing waits."""
-        heap = self._heap
-        while heap and heap[0][2].done:
-            heapq.heappop(heap)
-            self._stale -= 1
-        return heap[0][0] if heap else None
+        return self.schedule.next_due()
 
     def handle_timer(self, now: float) -> list[Pending]:
         """Retransmit what is due (into the outbox); return the calls that timed out."""
-        heap = self._heap
         expired: list[Pending] = []
         outbox = self.outbox
         counters = self.counters
-        while heap and heap[0][0] <= now:
-            _, _, p = heapq.heappop(heap)
-            if p.done:
-                self._stale -= 1
-                continue
+        schedule = self.schedule
+        p: Any
+        for p in schedule.pop_due(now):
             policy = p.policy
             if (
                 policy is None
@@ -370,7 +354,6 @@ class Endpoint(Generic[M]):
                 or (p.max_attempts is not None and p.attempts >= p.max_attempts)
             ):
                 self._finish(p)
-                self._stale -= 1  # it has left the heap already
                 counters.timeouts += 1
                 expired.append(p)
                 continue
@@ -383,22 +366,8 @@ class Endpoint(Generic[M]):
             )
             p.interval = interval
             p.due = min(now + interval, p.deadline)
-            heapq.heappush(heap, (p.due, next(self._seq), p))
-        if self._stale > _COMPACT_MIN:
-            self._compact()
+            schedule.add(p)
         return expired
-
-    def _compact(self) -> None:
-        """Drop finished calls from the timer heap once they are most of it.
-
-        Called wherever the heap grows, so it holds at most about twice the
-        pending calls (plus a constant), whatever the call rate and timeouts.
-        """
-        heap = self._heap
-        if self._stale * 2 > len(heap):
-            self._heap = [item for item in heap if not item[2].done]
-            heapq.heapify(self._heap)
-            self._stale = 0
 
     def close(self) -> list[Pending]:
         """Forget every pending call and queued message; return the calls to fail."""
@@ -408,8 +377,7 @@ class Endpoint(Generic[M]):
             p.frame = None
         self.waiting.clear()
         self.acking.clear()
-        self._heap.clear()
-        self._stale = 0
+        self.schedule.clear()
         self.counters.discarded_on_close += len(self.inbox)
         self.inbox.clear()
         self.outbox.clear()
@@ -422,7 +390,8 @@ class Endpoint(Generic[M]):
 
     @property
     def heap_size(self) -> int:
-        return len(self._heap)
+        """Entries in the timer queue (pending calls and finished ones not yet swept)."""
+        return len(self.schedule)
 
     # ------------------------------------------------------------------ receiving
 
@@ -528,7 +497,7 @@ class Endpoint(Generic[M]):
             p.done = True
             p.frame = None
             p.result = msg
-            self._stale += 1
+            self.schedule.stale += 1
             counters.replies_matched += 1
             # RTT samples (Karn: first attempts only) from every call that
             # retransmits, and from one in eight of the others.
@@ -569,7 +538,7 @@ class Endpoint(Generic[M]):
         p.done = True
         p.frame = None
         p.result = None
-        self._stale += 1
+        self.schedule.stale += 1
         self.counters.acks_received += 1
         if p.attempts == 1:
             self.rtt.sample(p.addr, now - p.sent_at)

@@ -1,0 +1,87 @@
+"""The core's timer queue: heap for retrying calls, FIFO lanes per timeout for the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiodisp._core.schedule import MAX_LANES, Schedule
+
+
+@dataclass(eq=False)
+class Call:
+    due: float
+    deadline: float
+    done: bool = False
+
+
+def final(s: Schedule, now: float, timeout: float) -> Call:
+    call = Call(now + timeout, now + timeout)
+    s.add_final(call, timeout)
+    return call
+
+
+def test_calls_come_due_in_deadline_order_across_heap_and_lanes() -> None:
+    s = Schedule()
+    a = final(s, 0.0, 5.0)
+    b = final(s, 1.0, 1.0)
+    c = Call(due=0.5, deadline=10.0)
+    s.add(c)
+    assert s.next_due() == 0.5
+    assert s.pop_due(0.5) == [c]
+    assert s.next_due() == 2.0
+    assert s.pop_due(4.9) == [b]
+    assert s.pop_due(5.0) == [a]
+    assert s.next_due() is None and len(s) == 0
+
+
+def test_finished_calls_are_skipped_and_swept() -> None:
+    s = Schedule()
+    calls = [final(s, i * 1e-3, 60.0) for i in range(5000)]
+    for call in calls:
+        call.done = True
+        s.stale += 1
+        final(s, 10.0, 60.0).done = True
+        s.stale += 1
+    assert len(s) <= 2 * 1024 + 2
+    assert s.next_due() is None and s.stale == 0
+
+
+def test_more_timeouts_than_lanes_fall_back_to_the_heap() -> None:
+    s = Schedule()
+    calls = [final(s, 0.0, 1.0 + i) for i in range(MAX_LANES + 5)]
+    assert len(s._heap) == 5
+    assert sorted(s.pop_due(100.0), key=lambda c: c.deadline) == calls
+    assert len(s._lanes) == MAX_LANES
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 10), st.sampled_from([0.5, 1.0, 2.0, 3.0]),
+                          st.booleans(), st.booleans()), max_size=60))
+def test_every_pending_call_comes_due_once_never_early(
+    spec: list[tuple[float, float, bool, bool]],
+) -> None:
+    s = Schedule()
+    calls = []
+    for start, timeout, retrying, finish in sorted(spec):
+        if retrying:
+            call = Call(start + timeout / 2, start + timeout)
+            s.add(call)
+        else:
+            call = final(s, start, timeout)
+        calls.append((call, finish))
+    for call, finish in calls:
+        if finish:
+            call.done = True
+            s.stale += 1
+    seen: list[Call] = []
+    now = 0.0
+    while (when := s.next_due()) is not None:
+        assert when >= now
+        now = when
+        for call in s.pop_due(now):
+            assert call.due <= now and not call.done
+            seen.append(call)
+    assert sorted(map(id, seen)) == sorted(id(c) for c, finish in calls if not finish)
