@@ -46,6 +46,7 @@ async def measure(opts: dict[str, Any]) -> common.Measurement:
     try:
         return await common.drive(
             call,
+            check=getattr(peer, "check_reply", common.check_reply),
             in_flight=opts["in_flight"],
             duration=opts["duration"],
             warmup=opts["warmup"],

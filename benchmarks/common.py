@@ -28,7 +28,7 @@ LOOPS = ("asyncio", "uvloop")
 
 #: A request: ``await call(i, data)`` sends ``data`` (id ``i``) and returns the reply's bytes
 #: as the peer hands them back (the 72 bytes, reply flag set), or raises on timeout.
-Call = Callable[[int, bytes], Awaitable[bytes]]
+Call = Callable[[int, bytes], Awaitable[Any]]
 
 
 def message(i: int, body: bytes) -> bytes:
@@ -60,7 +60,13 @@ class Measurement:
 
 
 async def drive(
-    call: Call, *, in_flight: int, duration: float, warmup: float, payload: int = PAYLOAD
+    call: Call,
+    *,
+    in_flight: int,
+    duration: float,
+    warmup: float,
+    payload: int = PAYLOAD,
+    check: Callable[[int, bytes, Any], bool] = check_reply,
 ) -> Measurement:
     """Keep ``in_flight`` requests going for ``warmup`` + ``duration`` seconds.
 
@@ -89,7 +95,7 @@ async def drive(
                 continue
             if state["measuring"]:
                 latencies.append(clock() - t0)
-                if not check_reply(i, data, reply):
+                if not check(i, data, reply):
                     m.wrong += 1
 
     workers = [asyncio.ensure_future(worker()) for _ in range(in_flight)]

@@ -408,3 +408,15 @@ def test_a_replayed_request_gets_its_cached_reply_a_bounded_number_of_times() ->
     assert server.counters.replies_resent == MAX_REPLY_RESENDS
     assert len(server.outbox) == MAX_REPLY_RESENDS
     assert server.counters.duplicates == MAX_REPLY_RESENDS + 20
+
+
+def test_tables_give_their_memory_back_after_a_peak() -> None:
+    import sys
+
+    client = endpoint()
+    for i in range(20_000):
+        client.start_request((i, b""), B, Waiter(), 0.0, 1.0, None)
+    peak = sys.getsizeof(client.waiting)
+    assert len(client.handle_timer(1.0)) == 20_000
+    assert client.next_deadline() is None
+    assert sys.getsizeof(client.waiting) < peak // 10

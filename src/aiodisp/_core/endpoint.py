@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
@@ -51,6 +52,8 @@ Reporter = Callable[[str, Address, object], None]
 REQUEST = 0
 NOTIFY = 1
 _INF = math.inf
+#: Bytes above which an empty table is replaced by a new one.
+_SHRINK_ABOVE = 64 * 1024
 #: How many retransmitted copies of one request its cached reply answers.
 MAX_REPLY_RESENDS = 8
 
@@ -337,7 +340,17 @@ class Endpoint(Generic[M]):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next run, or None when nothing waits."""
-        return self.schedule.next_due()
+        when = self.schedule.next_due()
+        if when is None:
+            self._shrink()
+        return when
+
+    def _shrink(self) -> None:
+        """Give back the tables' memory after a peak (a dict never shrinks by itself)."""
+        if not self.waiting and sys.getsizeof(self.waiting) > _SHRINK_ABOVE:
+            self.waiting = {}
+        if not self.acking and sys.getsizeof(self.acking) > _SHRINK_ABOVE:
+            self.acking = {}
 
     def handle_timer(self, now: float) -> list[Pending]:
         """Retransmit what is due (into the outbox); return the calls that timed out."""
