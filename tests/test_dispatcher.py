@@ -401,3 +401,24 @@ def test_adapter_without_required_methods_is_refused() -> None:
             await aiodisp.open_memory_pair(object())
 
     asyncio.run(main())
+
+
+async def test_buffer_size_sets_the_kernel_socket_buffers() -> None:
+    default = await aiodisp.open_udp(KeyAdapter())
+    big = await aiodisp.open_udp(KeyAdapter(), buffer_size=1 << 20)
+    async with default, big:
+        sock_default, sock_big = default.transport.socket, big.transport.socket
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # Linux doubles what it grants; rmem_max may cap it, but not below the default
+            assert sock_big.getsockopt(socket.SOL_SOCKET, opt) >= sock_default.getsockopt(
+                socket.SOL_SOCKET, opt)
+        assert sock_big.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > sock_default.getsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF) or _rmem_max() <= 212992
+
+
+def _rmem_max() -> int:
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            return int(f.read())
+    except OSError:
+        return 0

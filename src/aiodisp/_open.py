@@ -21,15 +21,19 @@ async def open_udp(
     *,
     framing: str = "ack",
     reuse_port: bool = False,
+    buffer_size: int | None = None,
     max_datagram_size: int | None = None,
     **options: Any,
 ) -> Dispatcher[Any]:
     """A dispatcher on a UDP socket bound to ``local_addr`` (IPv4 or IPv6).
 
     ``reuse_port=True`` sets SO_REUSEPORT so several processes can serve one
-    port. Other keyword options are the :class:`Dispatcher`'s.
+    port. ``buffer_size`` sets the socket's kernel receive and send buffers
+    (bytes): raise it when many requests are in flight, or a burst of replies
+    can overflow the default (about 208 KiB on Linux) and be lost. Other keyword
+    options are the :class:`Dispatcher`'s.
     """
-    sock, limit = make_udp_socket(local_addr, reuse_port=reuse_port)
+    sock, limit = make_udp_socket(local_addr, reuse_port=reuse_port, buffer_size=buffer_size)
     size = min(limit, max_datagram_size or limit)
     transport: DatagramTransport
     try:

@@ -198,9 +198,17 @@ class SocketTransport:
 
 
 def make_udp_socket(
-    local_addr: tuple[Any, ...], *, reuse_port: bool = False, family: int | None = None
+    local_addr: tuple[Any, ...],
+    *,
+    reuse_port: bool = False,
+    family: int | None = None,
+    buffer_size: int | None = None,
 ) -> tuple[socket.socket, int]:
-    """A bound UDP socket for ``local_addr`` and its largest datagram."""
+    """A bound UDP socket for ``local_addr`` and its largest datagram.
+
+    ``buffer_size`` asks the kernel for receive and send buffers of that many
+    bytes (it may grant less: ``net.core.rmem_max`` / ``wmem_max`` cap it).
+    """
     host = local_addr[0]
     if family is None:
         family = socket.AF_INET6 if isinstance(host, str) and ":" in host else socket.AF_INET
@@ -215,6 +223,9 @@ def make_udp_socket(
     try:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if buffer_size is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
         sock.bind(bind_addr)
     except OSError as exc:
         sock.close()
