@@ -7,6 +7,8 @@ retransmit over UDP) or unreliably, and hands every other incoming message to
 :meth:`Dispatcher.recv_from` with its size and sender.
 """
 
+import logging as _logging
+
 from ._core.endpoint import Received
 from ._dispatcher import DEFAULT_TIMEOUT, Dispatcher
 from ._open import open_memory_pair, open_udp, open_unix
@@ -27,6 +29,9 @@ from .retry import RetryPolicy
 from .stats import Stats
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes (no output by default).
+_logging.getLogger("aiodisp").addHandler(_logging.NullHandler())
 
 __all__ = [
     "DEFAULT_TIMEOUT",
