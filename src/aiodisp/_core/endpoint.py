@@ -122,6 +122,10 @@ class Pending:
         self.done = False
 
 
+#: Builds a Received without NamedTuple's Python-level __new__ (a serving hot path).
+_new_tuple = tuple.__new__
+
+
 def _null_report(reason: str, addr: Address, detail: object) -> None:
     return None
 
@@ -452,16 +456,17 @@ class Endpoint(Generic[M]):
             flags = 0
             packet_id = -1
             raw = data
+        waiting = self.waiting
+        is_reply = self._is_reply
         try:
             msg = self._from_raw(raw)
             key = self._key_of(msg)
-            is_reply = self._is_reply
             if is_reply is None:
-                p = self.waiting.get(key)
+                p = waiting.get(key)
                 reply = p is not None and (not self.check_source or p.addr == addr)
             elif is_reply(msg):
                 reply = True
-                p = self.waiting.get(key)
+                p = waiting.get(key)
             else:
                 reply = False
                 p = None
@@ -471,7 +476,7 @@ class Endpoint(Generic[M]):
             self.report("decode", addr, exc)
             return None
 
-        if packet_id >= 0 and not (reply and self._is_reply is not None):
+        if packet_id >= 0 and not (reply and is_reply is not None):
             # Was this datagram delivered before? (A reply marked by is_reply needs
             # no look-up: replies are never recorded then, a late copy simply finds
             # no pending call.)
@@ -506,7 +511,7 @@ class Endpoint(Generic[M]):
                 counters.wrong_source += 1
                 self.report("wrong source", addr, key)
                 return None
-            del self.waiting[key]
+            del waiting[key]
             p.done = True
             p.frame = None
             p.result = msg
@@ -517,7 +522,7 @@ class Endpoint(Generic[M]):
             if p.attempts == 1 and (p.policy is not None or not counters.replies_matched & 7):
                 self.rtt.sample(p.addr, now - p.sent_at)
             if packet_id >= 0:
-                if self._is_reply is None:
+                if is_reply is None:
                     # without is_reply a network duplicate of this reply would look
                     # like a new message: remember it (with is_reply it is just an
                     # unknown reply)
@@ -532,7 +537,7 @@ class Endpoint(Generic[M]):
             counters.queue_drops += 1
             self.report("queue full", addr, key)
             return None
-        inbox.append(Received(msg, size, addr))
+        inbox.append(_new_tuple(Received, (msg, size, addr)))
         counters.delivered += 1
         if packet_id >= 0:
             self.log.add(id_key, (addr, key), now)
