@@ -392,6 +392,7 @@ class Dispatcher(Generic[M]):
             self._timer = None
         self._armed_at = math.inf
         self._transport.close()
+        self._log.flush()
         for p in self._core.close():
             waiter = p.waiter
             p.waiter = None

@@ -52,3 +52,11 @@ class RateLimitedLog:
             args = (*args, held, reason)
         self.logger.log(level, msg, *args)
         return True
+
+    def flush(self, level: int = logging.WARNING) -> None:
+        """Log what is still held back, one line per reason (e.g. when closing)."""
+        for reason, state in self._state.items():
+            held = int(state[2])
+            if held and self.logger.isEnabledFor(level):
+                self.logger.log(level, "%d more %s messages held back", held, reason)
+            state[2] = 0
