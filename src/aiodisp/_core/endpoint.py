@@ -55,7 +55,7 @@ _INF = math.inf
 #: Bytes above which an empty table is replaced by a new one.
 _SHRINK_ABOVE = 64 * 1024
 #: How many retransmitted copies of one request its cached reply answers.
-MAX_REPLY_RESENDS = 8
+MAX_REPLY_RESENDS = 32
 
 
 class Received(NamedTuple, Generic[M]):
