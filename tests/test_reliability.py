@@ -95,7 +95,7 @@ async def test_adaptive_notify_learns_the_round_trip_time() -> None:
     link = aiodisp.Link(delay=0.01, seed=1)
     a, b = await aiodisp.open_memory_pair(KeyAdapter(), link=link)
     async with a, b:
-        # a reliable memory link needs no ACK; lossy links are what notify() adapts to
+        # a second pair on a lossy link: the RTT estimate is per dispatcher and peer
         lossy = aiodisp.Link(delay=0.01, loss=0.0001, seed=1)
         c, d = await aiodisp.open_memory_pair(KeyAdapter(), link=lossy)
         async with c, d:

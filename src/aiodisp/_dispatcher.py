@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar
 
 from ._core.delivery_log import DeliveryLog
-from ._core.endpoint import Endpoint, Pending, Received
+from ._core.endpoint import REQUEST, Endpoint, Pending, Received
 from ._core.rtt import RttTable
 from ._ratelog import RateLimitedLog
 from ._transports.base import Address, DatagramTransport
@@ -569,7 +569,7 @@ def _discard(queue: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> N
 
 
 def _timeout_error(p: Pending, now: float) -> RequestTimeout:
-    what = "reply to request" if p.kind == 0 else "ACK for notify"
+    what = "reply to request" if p.kind == REQUEST else "ACK for notify"
     key: Hashable = p.key
     return RequestTimeout(
         f"no {what} {key!r} from {p.addr!r} after {p.attempts} attempt(s) "

@@ -19,7 +19,6 @@ The tables:
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 from collections import deque
@@ -51,7 +50,6 @@ Reporter = Callable[[str, Address, object], None]
 
 REQUEST = 0
 NOTIFY = 1
-_INF = math.inf
 #: Bytes above which an empty table is replaced by a new one.
 _SHRINK_ABOVE = 64 * 1024
 #: How many retransmitted copies of one request its cached reply answers.
