@@ -74,7 +74,8 @@ async def test_memory_is_flat_once_the_duplicate_log_is_full(
         peak = tracemalloc.get_traced_memory()[1]
         s = victim.stats
         assert s.delivered == 30_100 and s.acks_sent == 30_100 and accounted(s)
-        assert len(victim._core.log) == 5000
+        # full: the oldest go 1/64 of the capacity at a time
+        assert 5000 - 5000 // 64 <= len(victim._core.log) <= 5000
         # 20,000 more messages past the bound cost (next to) nothing more...
         assert later - full < 1 * MiB, (later - full) / MiB
         # ...and the whole flood stayed far below 20 MiB.

@@ -237,12 +237,14 @@ def set_buffers(d: Dispatcher[Any], size: int) -> None:
 
 
 async def _echo(server: Dispatcher[IdMessage]) -> None:
-    send = server.notify_unreliable
-    async for msg, _size, addr in server:
-        try:
-            await send(IdMessage(msg.id, msg.payload, True), addr)
-        except DispatchError:
-            pass  # a full send queue drops the reply; the client retries or times out
+    make_reply = IdPrefixAdapter().make_reply
+
+    # A plain-function handler: serve() calls it as each request arrives (no task)
+    # and sends what it returns.
+    def echo(msg: IdMessage, _addr: Address) -> IdMessage:
+        return make_reply(msg, msg.payload)
+
+    await server.serve(echo)
 
 
 def server_child_main() -> None:

@@ -116,6 +116,8 @@ class Dispatcher(Generic[M]):
             rng=random.Random(seed),
             report=self._report_drop,
         )
+        # bound once: reading a method as a value is not specialised in CPython 3.11
+        self._start_request = self._core.start_request
         self._timeout = timeout
         self._retry = retry
         self._notify_retry = notify_retry if notify_retry is not None else ADAPTIVE
@@ -123,6 +125,10 @@ class Dispatcher(Generic[M]):
         self._addrs: dict[Any, Address] = {}
         self._getters: deque[asyncio.Future[None]] = deque()
         self._room: deque[asyncio.Future[None]] = deque()
+        # Takes every incoming message as it arrives instead of the queue's readers
+        # (a Server with a plain-function handler); see _consume_with().
+        self._consumer: Callable[[Received[M]], None] | None = None
+        self._consumer_stopped: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
         self._closed = False
@@ -191,7 +197,7 @@ class Dispatcher(Generic[M]):
         """
         # A plain method returning the coroutine: no extra frame on the hot path.
         policy = retry if retry is not None else self._retry
-        return self._call(self._core.start_request, msg, addr, timeout, policy)
+        return self._call(self._start_request, msg, addr, timeout, policy)
 
     async def notify(
         self,
@@ -362,7 +368,7 @@ class Dispatcher(Generic[M]):
 
     async def serve(
         self,
-        handler: Callable[[M, Address], Awaitable[M | None]],
+        handler: Callable[[M, Address], Awaitable[M | None] | M | None],
         *,
         concurrency: int = 64,
     ) -> None:
@@ -393,6 +399,7 @@ class Dispatcher(Generic[M]):
         self._armed_at = math.inf
         self._transport.close()
         self._log.flush()
+        self._stop_consuming()
         for p in self._core.close():
             waiter = p.waiter
             p.waiter = None
@@ -430,8 +437,11 @@ class Dispatcher(Generic[M]):
                 self._room_freed()
         if core.outbox:
             self._flush()
-        if core.inbox and self._getters:
-            self._wake_getters()
+        if core.inbox:
+            if self._consumer is not None:
+                self._consume()
+            elif self._getters:
+                self._wake_getters()
 
     def error_received(self, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
@@ -448,6 +458,57 @@ class Dispatcher(Generic[M]):
             except OSError as exc:
                 self._send_failed(addr, exc)
         outbox.clear()
+
+    def _consume_with(self, consumer: Callable[[Received[M]], None]) -> asyncio.Future[None]:
+        """Hand every incoming message to ``consumer`` as it arrives, not to the queue.
+
+        Messages already queued are handed over at once. Returns a future that
+        completes when :meth:`_stop_consuming` is called or the dispatcher closes.
+        Meanwhile readers of recv_from() and ``async for`` get nothing.
+        """
+        if self._consumer is not None:
+            raise RuntimeError("this dispatcher already hands its messages to a consumer")
+        stopped: asyncio.Future[None] = self._loop.create_future()
+        if self._closed:
+            stopped.set_result(None)
+            return stopped
+        self._consumer = consumer
+        self._consumer_stopped = stopped
+        if self._core.inbox:
+            self._consume()
+        return stopped
+
+    def _stop_consuming(self) -> None:
+        """Undo :meth:`_consume_with`: messages queue for readers again."""
+        self._consumer = None
+        stopped, self._consumer_stopped = self._consumer_stopped, None
+        if stopped is not None and not stopped.done():
+            stopped.set_result(None)
+        if self._core.inbox and self._getters:
+            self._wake_getters()
+
+    def _consume(self) -> None:
+        inbox = self._core.inbox
+        counters = self._core.counters
+        while inbox:
+            consumer = self._consumer
+            if consumer is None or self._closed:
+                return
+            counters.consumed += 1
+            consumer(inbox.popleft())
+
+    def _send_now(self, msg: M, addr: Address) -> None:
+        """notify_unreliable() to an address already resolved, from a callback (no await).
+
+        If the transport's queue is full the datagram waits in it; nothing waits here.
+        """
+        if self._closed:
+            raise DispatcherClosed()
+        frame = self._core.frame_oneway(msg, addr)
+        try:
+            self._send(frame, addr)
+        except OSError as exc:
+            raise _transport_error(exc, addr) from exc.__cause__ or exc
 
     def _send_failed(self, addr: Address, exc: Exception) -> None:
         self._core.counters.transport_errors += 1

@@ -19,23 +19,26 @@ awaits every handler, then re-raises the cancellation.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._ratelog import RateLimitedLog
 from .errors import DispatcherClosed, DispatchError
 
 if TYPE_CHECKING:
+    from ._core.endpoint import Received
     from ._dispatcher import Dispatcher
 
 __all__ = ["ServeStats", "Server", "serve"]
 
 M = TypeVar("M")
 
-Handler = Callable[[M, Any], Awaitable[M | None]]
+#: A coroutine function, or a plain function returning the reply (or None).
+Handler = Callable[[M, Any], Awaitable[M | None] | M | None]
 #: ``on_error(exc, msg, addr)``: called for every handler exception and failed reply send.
 ErrorCallback = Callable[[BaseException, Any, Any], object]
 
@@ -82,6 +85,8 @@ class Server(Generic[M]):
             raise ValueError("concurrency must be at least 1")
         self._dispatcher = dispatcher
         self._handler = handler
+        # A plain function runs inline, from the receive path: no task per message.
+        self._inline = not _is_coroutine_function(handler)
         self._concurrency = concurrency
         self._on_error = on_error
         self._log = RateLimitedLog(logger if logger is not None else _LOG)
@@ -116,6 +121,8 @@ class Server(Generic[M]):
         self._running = True
         room = asyncio.Semaphore(self._concurrency)
         try:
+            if self._inline:
+                await self._run_inline(room)
             messages = aiter(self._dispatcher)
             while True:
                 await room.acquire()  # read nothing more while every slot is busy
@@ -128,18 +135,73 @@ class Server(Generic[M]):
                     room.release()
                     raise
                 self._handled += 1
-                task = asyncio.create_task(self._handle(msg, addr))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(lambda _t: room.release())
+                self._start(self._handle(msg, addr), room)
         finally:
             await self._stop_handlers()
             self._running = False
         return self.stats
 
-    async def _handle(self, msg: M, addr: Any) -> None:
+    async def _run_inline(self, room: asyncio.Semaphore) -> None:
+        """Call the handler from the receive path until the dispatcher closes.
+
+        If the handler returns an awaitable after all, that one runs as a task
+        and serving goes on as for a coroutine handler (``self._inline`` is off).
+        """
+        d = self._dispatcher
+        send = d._send_now
+        handler = self._handler
+
+        def handle_now(item: Received[M]) -> None:
+            msg, _size, addr = item
+            self._handled += 1
+            try:
+                reply = handler(msg, addr)
+            except Exception as exc:
+                self._errors += 1
+                self._report("handler", exc, msg, addr)
+                return
+            if reply is None:
+                return
+            if hasattr(reply, "__await__"):
+                self._inline = False  # not a plain function after all: serve with tasks
+                d._stop_consuming()
+                task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            try:
+                send(reply, addr)
+            except DispatcherClosed:
+                return  # closing: the reply can no longer go out
+            except DispatchError as exc:
+                self._send_errors += 1
+                self._report("reply", exc, msg, addr)
+                return
+            self._replied += 1
+
         try:
-            reply = await self._handler(msg, addr)
+            await d._consume_with(handle_now)
+        finally:
+            if d._consumer is handle_now:
+                d._stop_consuming()
+
+    def _start(self, coro: Coroutine[Any, Any, None], room: asyncio.Semaphore) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: room.release())
+
+    async def _finish_awaitable(
+        self, reply: Awaitable[M | None], msg: M, addr: Any, room: asyncio.Semaphore
+    ) -> None:
+        async with room:  # a slot among ``concurrency``, like every handler task
+            await self._handle(msg, addr, reply)
+
+    async def _handle(self, msg: M, addr: Any, started: Awaitable[M | None] | None = None) -> None:
+        try:
+            if started is None:
+                started = cast("Awaitable[M | None]", self._handler(msg, addr))
+            reply = await started
         except asyncio.CancelledError:
             self._cancelled += 1
             raise
@@ -207,3 +269,11 @@ async def serve(
     calls this.
     """
     await Server(dispatcher, handler, concurrency=concurrency, on_error=on_error).run()
+
+
+def _is_coroutine_function(handler: object) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    # an object whose __call__ is a coroutine function counts as one too
+    call = type(handler).__call__
+    return inspect.iscoroutinefunction(call)

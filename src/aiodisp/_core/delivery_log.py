@@ -8,9 +8,10 @@ delivered twice. For a request delivered to the application it also remembers
 sender can be attached and re-sent when a retransmitted copy of the request
 arrives.
 
-Entries expire after ``ttl`` seconds; at most ``capacity`` are kept (the oldest
-goes first). Both bounds together limit how long "exactly once" holds: a copy
-that arrives after its entry is gone is delivered again. Cached replies are
+Entries expire after ``ttl`` seconds; at most ``capacity`` are kept (when it is
+reached the oldest go first, 1/64 of the capacity at a time). Both bounds
+together limit how long "exactly once" holds: a copy that arrives after its
+entry is gone is delivered again. Cached replies are
 also bounded in bytes (``reply_bytes``): past it the oldest cached replies are
 let go, and a retransmitted copy of their request is then dropped unanswered.
 """
@@ -24,17 +25,19 @@ IdKey = tuple[Hashable, int]
 PeerKey = tuple[Hashable, Hashable]
 
 
+_alloc = object.__new__
+
+
 class Record:
     """One delivered datagram; ``reply`` is the datagram the application answered with."""
 
     __slots__ = ("expires", "id_key", "peer_key", "reply", "resends")
-
-    def __init__(self, expires: float, id_key: IdKey, peer_key: PeerKey | None) -> None:
-        self.expires = expires
-        self.id_key = id_key
-        self.peer_key = peer_key
-        self.reply: bytes | None = None
-        self.resends = 0
+    # Made by DeliveryLog.add() only (no __init__: see there).
+    expires: float
+    id_key: IdKey
+    peer_key: PeerKey | None
+    reply: bytes | None
+    resends: int
 
 
 class DeliveryLog:
@@ -79,7 +82,13 @@ class DeliveryLog:
         order = self._order
         if order and (order[0].expires <= now or len(order) >= self.capacity):
             self._expire(now)
-        rec = Record(now + self.ttl, id_key, peer_key)
+        # Record(...), inlined: calling a class with a Python __init__ costs three times this
+        rec: Record = _alloc(Record)
+        rec.expires = now + self.ttl
+        rec.id_key = id_key
+        rec.peer_key = peer_key
+        rec.reply = None
+        rec.resends = 0
         self.by_id[id_key] = rec
         order.append(rec)
         if peer_key is not None:
@@ -104,24 +113,28 @@ class DeliveryLog:
             rec.reply = None
 
     def _expire(self, now: float) -> None:
-        """Forget expired records, and the oldest ones past the capacity (minus one)."""
-        order = self._order
-        limit = self.capacity - 1
-        while order and (order[0].expires <= now or len(order) > limit):
-            self._forget(order.popleft())
+        """Forget expired records; when full, the oldest 1/64 of the capacity at once.
 
-    def _forget(self, rec: Record) -> None:
-        if self.by_id.get(rec.id_key) is rec:
-            del self.by_id[rec.id_key]
-        peer_key = rec.peer_key
-        if peer_key is not None and self._by_key.get(peer_key) is rec:
-            del self._by_key[peer_key]
-        if rec.reply is not None:
-            self._drop_reply(rec)
-            # records leave in about the order they cached replies: trim the front
-            replies = self._replies
-            while replies and replies[0].reply is None:
-                replies.popleft()
+        Evicting in batches keeps a full log from paying this call on every
+        delivery: the batch is the most "exactly once" shortens early.
+        """
+        order = self._order
+        by_id = self.by_id
+        by_key = self._by_key
+        limit = self.capacity - max(1, self.capacity >> 6)
+        while order and (order[0].expires <= now or len(order) > limit):
+            rec = order.popleft()
+            if by_id.get(rec.id_key) is rec:
+                del by_id[rec.id_key]
+            peer_key = rec.peer_key
+            if peer_key is not None and by_key.get(peer_key) is rec:
+                del by_key[peer_key]
+            if rec.reply is not None:
+                self._drop_reply(rec)
+        # records leave in about the order they cached replies: trim the front
+        replies = self._replies
+        while replies and replies[0].reply is None:
+            replies.popleft()
 
     def __len__(self) -> int:
         return len(self._order)
