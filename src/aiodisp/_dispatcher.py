@@ -437,9 +437,14 @@ class Dispatcher(Generic[M]):
                 self._room_freed()
         if core.outbox:
             self._flush()
-        if core.inbox:
-            if self._consumer is not None:
-                self._consume()
+        inbox = core.inbox
+        if inbox:
+            consumer = self._consumer
+            if consumer is not None:  # (never set once closed)
+                core.counters.consumed += 1
+                consumer(inbox.popleft())
+                if inbox:  # only if the consumer changed meanwhile, or let some wait
+                    self._consume()
             elif self._getters:
                 self._wake_getters()
 

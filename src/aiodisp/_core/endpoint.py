@@ -464,9 +464,10 @@ class Endpoint(Generic[M]):
                     counters.empty += 1
                     self.report("empty", addr, None)
                 return None
-            (word,) = unpack_word(data)
-            flags = word >> ID_BITS
-            packet_id = word & ID_MASK
+            flags = data[0]
+            (packet_id,) = unpack_word(data)
+            if flags:  # (with no flags the word is the id: no big-int arithmetic)
+                packet_id &= ID_MASK
             if flags == FLAG_ACK:
                 if size != HEADER_SIZE:
                     counters.header_errors += 1
