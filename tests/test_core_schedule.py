@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,13 @@ class Call:
     due: float
     deadline: float
     done: bool = False
+    lane: Any = None
+
+
+def finish(s: Schedule, call: Call) -> None:
+    """What the owner does when a call ends early."""
+    call.done = True
+    s.finished(call)
 
 
 def final(s: Schedule, now: float, timeout: float) -> Call:
@@ -37,16 +45,18 @@ def test_calls_come_due_in_deadline_order_across_heap_and_lanes() -> None:
     assert s.next_due() is None and len(s) == 0
 
 
-def test_finished_calls_are_skipped_and_swept() -> None:
+def test_finished_calls_leave_their_lane_at_once_and_are_swept_from_the_heap() -> None:
     s = Schedule()
     calls = [final(s, i * 1e-3, 60.0) for i in range(5000)]
     for call in calls:
-        call.done = True
-        s.stale += 1
-        final(s, 10.0, 60.0).done = True
-        s.stale += 1
+        finish(s, call)
+        finish(s, final(s, 10.0, 60.0))
+        retrying = Call(due=1.0, deadline=60.0)
+        s.add(retrying)
+        finish(s, retrying)
+    assert sum(len(lane) for lane in s._lanes.values()) == 0
     assert len(s) <= 2 * 1024 + 2
-    assert s.next_due() is None and s.stale == 0
+    assert s.next_due() is None and s.stale == 0 and len(s) == 0
 
 
 def test_more_timeouts_than_lanes_fall_back_to_the_heap() -> None:
@@ -65,17 +75,16 @@ def test_every_pending_call_comes_due_once_never_early(
 ) -> None:
     s = Schedule()
     calls = []
-    for start, timeout, retrying, finish in sorted(spec):
+    for start, timeout, retrying, ends_early in sorted(spec):
         if retrying:
             call = Call(start + timeout / 2, start + timeout)
             s.add(call)
         else:
             call = final(s, start, timeout)
-        calls.append((call, finish))
-    for call, finish in calls:
-        if finish:
-            call.done = True
-            s.stale += 1
+        calls.append((call, ends_early))
+    for call, finished in calls:
+        if finished:
+            finish(s, call)
     seen: list[Call] = []
     now = 0.0
     while (when := s.next_due()) is not None:
@@ -84,4 +93,4 @@ def test_every_pending_call_comes_due_once_never_early(
         for call in s.pop_due(now):
             assert call.due <= now and not call.done
             seen.append(call)
-    assert sorted(map(id, seen)) == sorted(id(c) for c, finish in calls if not finish)
+    assert sorted(map(id, seen)) == sorted(id(c) for c, finished in calls if not finished)

@@ -19,6 +19,7 @@ The tables:
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections import deque
@@ -40,7 +41,7 @@ from .framing import (
     unpack_word,
 )
 from .rtt import RttTable
-from .schedule import Schedule
+from .schedule import Lane, Schedule
 
 M = TypeVar("M")
 Address = Any
@@ -82,6 +83,7 @@ class Pending:
         "interval",
         "key",
         "kind",
+        "lane",
         "max_attempts",
         "packet_id",
         "policy",
@@ -109,6 +111,7 @@ class Pending:
     policy: RetryPolicy | None
     due: float
     done: bool
+    lane: Lane | None
 
 
 _alloc = object.__new__
@@ -138,6 +141,7 @@ def new_pending(
     p.policy = None
     p.due = deadline
     p.done = False
+    p.lane = None
     return p
 
 
@@ -190,6 +194,9 @@ class Endpoint(Generic[M]):
         self.inbox: deque[Received[M]] = deque()
         self.outbox: list[tuple[bytes, Address]] = []
         self.schedule = Schedule()
+        # the schedule's lane for the timeout of the last request sent once
+        self._final_timeout = math.nan
+        self._final_lane: Lane | None = None
         self._next_id = self.rng.getrandbits(ID_BITS)
 
     # ------------------------------------------------------------------ sending
@@ -271,7 +278,17 @@ class Endpoint(Generic[M]):
         p.done = False
         waiting[key] = p
         if policy is None:
-            self.schedule.add_final(p, timeout)
+            # Schedule.add_final(), inlined, with the lane of the last timeout at hand
+            if timeout == self._final_timeout:
+                lane = self._final_lane
+            else:
+                lane = self._final_lane = self.schedule.lane(timeout)
+                self._final_timeout = timeout
+            p.lane = lane
+            if lane is None:
+                self.schedule.add(p)
+            else:
+                lane[p] = None
         else:
             self._schedule_first(p, policy, now)
         self.counters.requests += 1
@@ -358,7 +375,7 @@ class Endpoint(Generic[M]):
         if p.done:
             return
         self._finish(p)
-        self.schedule.stale += 1
+        self.schedule.finished(p)
         if counted:
             self.counters.cancelled += 1
 
@@ -384,6 +401,8 @@ class Endpoint(Generic[M]):
         """Give back the tables' memory after a peak (a dict never shrinks by itself)."""
         if not self.waiting and sys.getsizeof(self.waiting) > _SHRINK_ABOVE:
             self.waiting = {}
+        if not self.waiting and not self.acking:
+            self._clear_schedule()  # its lanes give their memory back too
         if not self.acking and sys.getsizeof(self.acking) > _SHRINK_ABOVE:
             self.acking = {}
 
@@ -425,11 +444,16 @@ class Endpoint(Generic[M]):
             p.frame = None
         self.waiting.clear()
         self.acking.clear()
-        self.schedule.clear()
+        self._clear_schedule()
         self.counters.discarded_on_close += len(self.inbox)
         self.inbox.clear()
         self.outbox.clear()
         return pending
+
+    def _clear_schedule(self) -> None:
+        self.schedule.clear()
+        self._final_timeout = math.nan
+        self._final_lane = None
 
     @property
     def pending_count(self) -> int:
@@ -547,7 +571,11 @@ class Endpoint(Generic[M]):
             p.done = True
             p.frame = None
             p.result = msg
-            self.schedule.stale += 1
+            lane = p.lane  # Schedule.finished(), inlined
+            if lane is None:
+                self.schedule.stale += 1
+            else:
+                del lane[p]
             counters.replies_matched += 1
             # RTT samples (Karn: first attempts only) from every call that
             # retransmits, and from one in eight of the others.
@@ -588,7 +616,7 @@ class Endpoint(Generic[M]):
         p.done = True
         p.frame = None
         p.result = None
-        self.schedule.stale += 1
+        self.schedule.finished(p)
         self.counters.acks_received += 1
         if p.attempts == 1:
             self.rtt.sample(p.addr, now - p.sent_at)

@@ -4,12 +4,14 @@ A call's next event is a retransmission or the end of its wait (``p.due``).
 Calls that have a retry policy live in a heap of ``(due, seq, call)``. Calls
 sent once, whose one event is their deadline, go to a FIFO *lane* per timeout
 value: calls made with the same timeout expire in the order they were made, so
-a deque keeps them sorted for free (no tuple, no heap sift per call). Past
-:data:`MAX_LANES` distinct timeouts, such calls use the heap too.
+an insertion-ordered dict keeps them sorted for free (no tuple, no heap sift
+per call), and a call that finishes early leaves its lane at once
+(:meth:`Schedule.finished`, one dict deletion). Past :data:`MAX_LANES`
+distinct timeouts, such calls use the heap too.
 
-A call that finishes early stays where it is (it is *stale*) until it reaches
-the front or until stale entries are more than half of all entries, when they
-are swept out: the queue holds about twice the pending calls at most, whatever
+A call that finishes early stays in the heap (it is *stale*) until it reaches
+the front or until stale entries are more than half of the heap, when they
+are swept out: the heap holds about twice its pending calls at most, whatever
 the call rate and the timeouts.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from typing import Protocol
 
 
@@ -25,10 +26,14 @@ class Scheduled(Protocol):
     due: float
     deadline: float
     done: bool
+    #: the lane holding the call, or None (in the heap, or not scheduled)
+    lane: dict[Scheduled, None] | None
 
 
 MAX_LANES = 8
 _SWEEP_MIN = 1024
+
+Lane = dict[Scheduled, None]
 
 
 class Schedule:
@@ -36,33 +41,47 @@ class Schedule:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Scheduled]] = []
-        self._lanes: dict[float, deque[Scheduled]] = {}
+        self._lanes: dict[float, Lane] = {}
         self._seq = itertools.count()
-        #: entries of calls that have finished (bumped by the owner when one does)
+        #: heap entries of calls that have finished (see :meth:`finished`)
         self.stale = 0
 
     def add(self, call: Scheduled) -> None:
-        """Schedule ``call`` at ``call.due``."""
+        """Schedule ``call`` at ``call.due`` (in the heap)."""
+        call.lane = None
         heapq.heappush(self._heap, (call.due, next(self._seq), call))
         if self.stale > _SWEEP_MIN:
             self._sweep()
 
+    def lane(self, timeout: float) -> Lane | None:
+        """The lane of calls made with ``timeout`` (None past MAX_LANES timeouts).
+
+        The owner adds a call sent once at ``now`` with ``lane[call] = None;
+        call.lane = lane``, after every call it added to that lane before, so
+        that lanes stay in deadline order (:meth:`add_final` does it).
+        """
+        lane = self._lanes.get(timeout)
+        if lane is None and len(self._lanes) < MAX_LANES:
+            lane = self._lanes[timeout] = {}
+        return lane
+
     def add_final(self, call: Scheduled, timeout: float) -> None:
         """Schedule a call whose only event is its deadline, ``timeout`` after now."""
-        lane = self._lanes.get(timeout)
+        lane = self.lane(timeout)
         if lane is None:
-            if len(self._lanes) >= MAX_LANES:
-                self.add(call)
-                return
-            lane = self._lanes[timeout] = deque()
-        # Calls mostly finish in the order they were made: drop the finished ones
-        # at the front as we go, so a sweep is rarely needed.
-        while lane and lane[0].done:
-            lane.popleft()
-            self.stale -= 1
-        lane.append(call)
-        if self.stale > _SWEEP_MIN:
-            self._sweep()
+            self.add(call)
+        else:
+            lane[call] = None
+            call.lane = lane
+
+    def finished(self, call: Scheduled) -> None:
+        """Tell the schedule that a call it holds ended before its event came."""
+        lane = call.lane
+        if lane is None:
+            self.stale += 1
+        else:
+            del lane[call]
+            call.lane = None
 
     def next_due(self) -> float | None:
         """The earliest due time of a call still pending, or None."""
@@ -74,11 +93,10 @@ class Schedule:
         if heap:
             when = heap[0][0]
         for lane in self._lanes.values():
-            while lane and lane[0].done:
-                lane.popleft()
-                self.stale -= 1
-            if lane and (when is None or lane[0].deadline < when):
-                when = lane[0].deadline
+            for call in lane:  # the first is the earliest
+                if when is None or call.deadline < when:
+                    when = call.deadline
+                break
         return when
 
     def pop_due(self, now: float) -> list[Scheduled]:
@@ -92,28 +110,32 @@ class Schedule:
             else:
                 due.append(call)
         for lane in self._lanes.values():
-            while lane and (lane[0].done or lane[0].deadline <= now):
-                call = lane.popleft()
-                if call.done:
-                    self.stale -= 1
-                else:
-                    due.append(call)
+            first = len(due)
+            for call in lane:
+                if call.deadline > now:
+                    break
+                due.append(call)
+            for call in itertools.islice(due, first, None):
+                del lane[call]
+                call.lane = None
         if self.stale > _SWEEP_MIN:
             self._sweep()
         return due
 
     def _sweep(self) -> None:
-        if self.stale * 2 <= len(self):
+        if self.stale * 2 <= len(self._heap):
             return
         self._heap = [item for item in self._heap if not item[2].done]
         heapq.heapify(self._heap)
-        for timeout, lane in self._lanes.items():
-            self._lanes[timeout] = deque(call for call in lane if not call.done)
         self.stale = 0
 
     def clear(self) -> None:
-        self._heap.clear()
-        self._lanes.clear()
+        """Forget every call (the lanes' memory too: new lanes are made as needed)."""
+        for lane in self._lanes.values():
+            for call in lane:
+                call.lane = None
+        self._heap = []
+        self._lanes = {}
         self.stale = 0
 
     def __len__(self) -> int:
