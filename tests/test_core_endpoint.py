@@ -385,7 +385,8 @@ def test_reply_cache_is_bounded_in_bytes_oldest_replies_go_first() -> None:
         log.record(A, i, i, 0.0)
         assert log.attach_reply(A, i, bytes(100))
         assert log.reply_bytes_used <= 250
-    assert [log.seen(A, i, 1.0).reply is not None for i in range(5)] == [  # type: ignore[union-attr]
+    entries = [log.seen(A, i, 1.0) for i in range(5)]
+    assert [e is not None and log.cached_reply(e) is not None for e in entries] == [
         False, False, False, True, True]
     assert not log.attach_reply(A, 99, bytes(10))  # no delivered request with that key
     log.record(B, 0, 0, 0.0)
@@ -395,7 +396,7 @@ def test_reply_cache_is_bounded_in_bytes_oldest_replies_go_first() -> None:
 
 
 def test_a_replayed_request_gets_its_cached_reply_a_bounded_number_of_times() -> None:
-    from aiodisp._core.endpoint import MAX_REPLY_RESENDS
+    from aiodisp._core.delivery_log import MAX_REPLY_RESENDS
 
     client, server = endpoint(), endpoint()
     p = client.start_request((5, b"q"), B, Waiter(), 0.0, 5.0, RetryPolicy(initial_timeout=0.1))

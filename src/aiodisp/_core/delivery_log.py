@@ -6,14 +6,21 @@ application or matched to a pending request) so the copy is ACKed again but not
 delivered twice. For a request delivered to the application it also remembers
 ``(sender, key)``, so the reply the application sends with that key to that
 sender can be attached and re-sent when a retransmitted copy of the request
-arrives.
+arrives (at most :data:`MAX_REPLY_RESENDS` times: a few retransmissions, not a
+replay flood).
 
 Entries expire after ``ttl`` seconds; at most ``capacity`` are kept (when it is
 reached the oldest go first, 1/64 of the capacity at a time). Both bounds
 together limit how long "exactly once" holds: a copy that arrives after its
-entry is gone is delivered again. Cached replies are
-also bounded in bytes (``reply_bytes``): past it the oldest cached replies are
-let go, and a retransmitted copy of their request is then dropped unanswered.
+entry is gone is delivered again. Cached replies are also bounded in bytes
+(``reply_bytes``): past it the oldest cached replies are let go, and a
+retransmitted copy of their request is then dropped unanswered.
+
+An entry is a plain tuple ``(expires, id_key, peer_key)`` and the caches are
+plain dicts of tuples, bytes and ints: cheap to make, and invisible to the
+cyclic garbage collector once it has looked at them once (a full log holds
+100,000 entries by default; as tracked objects they would make every full
+collection walk them all).
 """
 
 from __future__ import annotations
@@ -23,33 +30,24 @@ from collections.abc import Hashable
 
 IdKey = tuple[Hashable, int]
 PeerKey = tuple[Hashable, Hashable]
+#: ``(expires, id_key, peer_key)``: one delivered datagram.
+Entry = tuple[float, IdKey, PeerKey | None]
 
-
-_alloc = object.__new__
-
-
-class Record:
-    """One delivered datagram; ``reply`` is the datagram the application answered with."""
-
-    __slots__ = ("expires", "id_key", "peer_key", "reply", "resends")
-    # Made by DeliveryLog.add() only (no __init__: see there).
-    expires: float
-    id_key: IdKey
-    peer_key: PeerKey | None
-    reply: bytes | None
-    resends: int
+#: How many retransmitted copies of one request its cached reply answers.
+MAX_REPLY_RESENDS = 32
 
 
 class DeliveryLog:
     """The duplicate and reply caches (see the module docstring).
 
-    Records are kept in a plain dict for lookups and a deque in arrival order:
-    with one ``ttl`` for all, arrival order is expiry order, so expiring and
-    evicting both take from the left.
+    Entries are kept in a dict by ``(sender, packet id)`` for lookups and in a
+    deque in arrival order: with one ``ttl`` for all, arrival order is expiry
+    order, so expiring and evicting both take from the left. Replies are kept
+    by the ``(sender, packet id)`` of the request they answer.
     """
 
-    __slots__ = ("_by_key", "_order", "_replies", "by_id", "capacity", "reply_bytes",
-                 "reply_bytes_used", "ttl")
+    __slots__ = ("_by_key", "_order", "_replies", "_reply", "_resends", "by_id", "capacity",
+                 "reply_bytes", "reply_bytes_used", "ttl")
 
     def __init__(
         self, *, ttl: float = 30.0, capacity: int = 100_000, reply_bytes: int = 8 << 20
@@ -60,18 +58,22 @@ class DeliveryLog:
         self.capacity = capacity
         self.reply_bytes = reply_bytes
         self.reply_bytes_used = 0
-        self.by_id: dict[IdKey, Record] = {}
-        self._by_key: dict[PeerKey, Record] = {}
-        self._order: deque[Record] = deque()
-        # records holding a reply, oldest first (some may have let theirs go since)
-        self._replies: deque[Record] = deque()
+        self.by_id: dict[IdKey, Entry] = {}
+        # delivered requests a reply can be attached to, by (sender, key)
+        self._by_key: dict[PeerKey, Entry] = {}
+        self._order: deque[Entry] = deque()
+        self._reply: dict[IdKey, bytes] = {}
+        # how often each cached reply was sent again (only those sent again)
+        self._resends: dict[IdKey, int] = {}
+        # the id keys of cached replies, oldest first (some may be gone since)
+        self._replies: deque[IdKey] = deque()
 
-    def seen(self, addr: Hashable, packet_id: int, now: float) -> Record | None:
-        """The record of an earlier delivery of this datagram, if it is still kept."""
-        rec = self.by_id.get((addr, packet_id))
-        if rec is None or rec.expires <= now:
+    def seen(self, addr: Hashable, packet_id: int, now: float) -> Entry | None:
+        """The entry of an earlier delivery of this datagram, if it is still kept."""
+        entry = self.by_id.get((addr, packet_id))
+        if entry is None or entry[0] <= now:
             return None
-        return rec
+        return entry
 
     def record(self, addr: Hashable, packet_id: int, key: Hashable | None, now: float) -> None:
         """Remember a delivery; with ``key``, a reply to it can be attached."""
@@ -80,40 +82,55 @@ class DeliveryLog:
     def add(self, id_key: IdKey, peer_key: PeerKey | None, now: float) -> None:
         """:meth:`record` for callers that hold the keys already (the receive path)."""
         order = self._order
-        if order and (order[0].expires <= now or len(order) >= self.capacity):
+        if order and (order[0][0] <= now or len(order) >= self.capacity):
             self._expire(now)
-        # Record(...), inlined: calling a class with a Python __init__ costs three times this
-        rec: Record = _alloc(Record)
-        rec.expires = now + self.ttl
-        rec.id_key = id_key
-        rec.peer_key = peer_key
-        rec.reply = None
-        rec.resends = 0
-        self.by_id[id_key] = rec
-        order.append(rec)
+        entry = (now + self.ttl, id_key, peer_key)
+        self.by_id[id_key] = entry
+        order.append(entry)
         if peer_key is not None:
-            self._by_key[peer_key] = rec
+            self._by_key[peer_key] = entry
 
     def attach_reply(self, addr: Hashable, key: Hashable, datagram: bytes) -> bool:
         """Keep ``datagram`` as the reply to the delivered message with ``key`` from ``addr``."""
-        rec = self._by_key.get((addr, key))
-        if rec is None or rec.reply is not None or len(datagram) > self.reply_bytes:
+        entry = self._by_key.get((addr, key))
+        if entry is None:
             return False
-        rec.reply = datagram
+        id_key = entry[1]
+        reply = self._reply
+        if id_key in reply or len(datagram) > self.reply_bytes:
+            return False
+        reply[id_key] = datagram
         self.reply_bytes_used += len(datagram)
         replies = self._replies
-        replies.append(rec)
+        replies.append(id_key)
         while self.reply_bytes_used > self.reply_bytes:
             self._drop_reply(replies.popleft())
         return True
 
-    def _drop_reply(self, rec: Record) -> None:
-        if rec.reply is not None:
-            self.reply_bytes_used -= len(rec.reply)
-            rec.reply = None
+    def cached_reply(self, entry: Entry) -> bytes | None:
+        """The reply kept for the delivery ``entry`` records, if any."""
+        return self._reply.get(entry[1])
+
+    def resend(self, entry: Entry) -> bytes | None:
+        """The cached reply to send for another copy of ``entry``'s datagram, if it may go."""
+        id_key = entry[1]
+        datagram = self._reply.get(id_key)
+        if datagram is None:
+            return None
+        sent = self._resends.get(id_key, 0)
+        if sent >= MAX_REPLY_RESENDS:
+            return None
+        self._resends[id_key] = sent + 1
+        return datagram
+
+    def _drop_reply(self, id_key: IdKey) -> None:
+        datagram = self._reply.pop(id_key, None)
+        if datagram is not None:
+            self.reply_bytes_used -= len(datagram)
+            self._resends.pop(id_key, None)
 
     def _expire(self, now: float) -> None:
-        """Forget expired records; when full, the oldest 1/64 of the capacity at once.
+        """Forget expired entries; when full, the oldest 1/64 of the capacity at once.
 
         Evicting in batches keeps a full log from paying this call on every
         delivery: the batch is the most "exactly once" shortens early.
@@ -121,19 +138,20 @@ class DeliveryLog:
         order = self._order
         by_id = self.by_id
         by_key = self._by_key
+        reply = self._reply
         limit = self.capacity - max(1, self.capacity >> 6)
-        while order and (order[0].expires <= now or len(order) > limit):
-            rec = order.popleft()
-            if by_id.get(rec.id_key) is rec:
-                del by_id[rec.id_key]
-            peer_key = rec.peer_key
-            if peer_key is not None and by_key.get(peer_key) is rec:
+        while order and (order[0][0] <= now or len(order) > limit):
+            entry = order.popleft()
+            _, id_key, peer_key = entry
+            if by_id.get(id_key) is entry:  # (not if a later copy was delivered again)
+                del by_id[id_key]
+                if id_key in reply:
+                    self._drop_reply(id_key)
+            if peer_key is not None and by_key.get(peer_key) is entry:
                 del by_key[peer_key]
-            if rec.reply is not None:
-                self._drop_reply(rec)
-        # records leave in about the order they cached replies: trim the front
+        # entries leave in about the order they cached replies: trim the front
         replies = self._replies
-        while replies and replies[0].reply is None:
+        while replies and replies[0] not in reply:
             replies.popleft()
 
     def __len__(self) -> int:
@@ -142,3 +160,7 @@ class DeliveryLog:
     @property
     def replies_indexed(self) -> int:
         return len(self._by_key)
+
+    @property
+    def replies_cached(self) -> int:
+        return len(self._reply)

@@ -53,8 +53,6 @@ REQUEST = 0
 NOTIFY = 1
 #: Bytes above which an empty table is replaced by a new one.
 _SHRINK_ABOVE = 64 * 1024
-#: How many retransmitted copies of one request its cached reply answers.
-MAX_REPLY_RESENDS = 32
 
 
 class Received(NamedTuple, Generic[M]):
@@ -538,20 +536,19 @@ class Endpoint(Generic[M]):
             # no pending call.)
             id_key = (addr, packet_id)
             try:
-                rec = self._seen(id_key)
+                entry = self._seen(id_key)
             except TypeError:  # a custom transport reported an unhashable address
                 counters.decode_errors += 1
                 self.report("address", addr, "unhashable sender address")
                 return None
-            if rec is not None and rec.expires > now:
+            if entry is not None and entry[0] > now:
                 counters.duplicates += 1
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
-                # a cached reply answers a few retransmissions, not a replay flood
-                if rec.reply is not None and rec.resends < MAX_REPLY_RESENDS:
-                    rec.resends += 1
-                    self.outbox.append((rec.reply, addr))
+                reply_again = self.log.resend(entry)  # (a bounded number of times)
+                if reply_again is not None:
+                    self.outbox.append((reply_again, addr))
                     counters.replies_resent += 1
                 return None
 
