@@ -435,6 +435,9 @@ class Dispatcher(Generic[M]):
                 waiter.set_result(p.result)
             if self._room:
                 self._room_freed()
+            if core.outbox:
+                self._flush()
+            return  # a completed call queues nothing for the application
         if core.outbox:
             self._flush()
         inbox = core.inbox

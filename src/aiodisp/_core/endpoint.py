@@ -490,16 +490,16 @@ class Endpoint(Generic[M]):
             (packet_id,) = unpack_word(data)
             if flags:  # (with no flags the word is the id: no big-int arithmetic)
                 packet_id &= ID_MASK
-            if flags == FLAG_ACK:
-                if size != HEADER_SIZE:
+                if flags == FLAG_ACK:
+                    if size != HEADER_SIZE:
+                        counters.header_errors += 1
+                        self.report("header", addr, "ACK with payload")
+                        return None
+                    return self._on_ack(packet_id, addr, now)
+                if flags != FLAG_ACK_REQUESTED:
                     counters.header_errors += 1
-                    self.report("header", addr, "ACK with payload")
+                    self.report("header", addr, f"flags 0x{flags:02x}")
                     return None
-                return self._on_ack(packet_id, addr, now)
-            if flags & ~FLAG_ACK_REQUESTED:
-                counters.header_errors += 1
-                self.report("header", addr, f"flags 0x{flags:02x}")
-                return None
             raw = data[HEADER_SIZE:]
             size -= HEADER_SIZE
         else:
@@ -576,7 +576,10 @@ class Endpoint(Generic[M]):
             counters.replies_matched += 1
             # RTT samples (Karn: first attempts only) from every call that
             # retransmits, and from one in eight of the others.
-            if p.attempts == 1 and (p.policy is not None or not counters.replies_matched & 7):
+            if p.policy is None:
+                if not counters.replies_matched & 7:  # (sent once: attempts is 1)
+                    self.rtt.sample(p.addr, now - p.sent_at)
+            elif p.attempts == 1:
                 self.rtt.sample(p.addr, now - p.sent_at)
             if packet_id >= 0:
                 if is_reply is None:
