@@ -47,7 +47,10 @@ class IdPrefixAdapter:
     # attribute read through ``self`` and a NamedTuple field read by name are not
     # specialised, a global and ``msg[0]`` are.
     def msg_to_raw(self, msg: IdMessage) -> bytes:
-        return _pack_word(msg[0] | _REPLY_BIT if msg[2] else msg[0]) + msg[1]
+        ident = msg[0]
+        if ident > _ID_MASK:  # it would read as the reply flag (a negative one fails to pack)
+            raise ValueError(f"an IdMessage id must fit in 63 bits, not {ident}")
+        return _pack_word(ident | _REPLY_BIT if msg[2] else ident) + msg[1]
 
     def raw_to_msg(self, raw: bytes) -> IdMessage:
         (word,) = _unpack_word(raw)

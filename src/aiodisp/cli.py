@@ -441,7 +441,7 @@ async def _serve(args: argparse.Namespace, fmt: Format, where: Where) -> int:
     here = Where(where.kind, d.local_addr[:2] if where.kind == "udp" else d.local_addr)
     echoed = 0
 
-    async def echo(msg: Any, _addr: Any) -> Any:
+    def echo(msg: Any, _addr: Any) -> Any:  # a plain function: served inline, no task each
         nonlocal echoed
         echoed += 1
         return fmt.reply_to(msg)

@@ -59,7 +59,7 @@ class DeliveryLog:
         self.reply_bytes = reply_bytes
         self.reply_bytes_used = 0
         self.by_id: dict[IdKey, Entry] = {}
-        # delivered requests a reply can be attached to, by (sender, key)
+        # delivered requests no reply is attached to yet, by (sender, key)
         self._by_key: dict[PeerKey, Entry] = {}
         self._order: deque[Entry] = deque()
         self._reply: dict[IdKey, bytes] = {}
@@ -83,7 +83,7 @@ class DeliveryLog:
         """:meth:`record` for callers that hold the keys already (the receive path)."""
         order = self._order
         if order and (order[0][0] <= now or len(order) >= self.capacity):
-            self._expire(now)
+            self.expire(now)
         entry = (now + self.ttl, id_key, peer_key)
         self.by_id[id_key] = entry
         order.append(entry)
@@ -92,14 +92,12 @@ class DeliveryLog:
 
     def attach_reply(self, addr: Hashable, key: Hashable, datagram: bytes) -> bool:
         """Keep ``datagram`` as the reply to the delivered message with ``key`` from ``addr``."""
-        entry = self._by_key.get((addr, key))
-        if entry is None:
+        # the first reply is kept: the request is no longer indexed for another
+        entry = self._by_key.pop((addr, key), None)
+        if entry is None or len(datagram) > self.reply_bytes:
             return False
         id_key = entry[1]
-        reply = self._reply
-        if id_key in reply or len(datagram) > self.reply_bytes:
-            return False
-        reply[id_key] = datagram
+        self._reply[id_key] = datagram
         self.reply_bytes_used += len(datagram)
         replies = self._replies
         replies.append(id_key)
@@ -129,7 +127,7 @@ class DeliveryLog:
             self.reply_bytes_used -= len(datagram)
             self._resends.pop(id_key, None)
 
-    def _expire(self, now: float) -> None:
+    def expire(self, now: float) -> None:
         """Forget expired entries; when full, the oldest 1/64 of the capacity at once.
 
         Evicting in batches keeps a full log from paying this call on every
