@@ -212,3 +212,25 @@ async def test_serving_a_closed_dispatcher_inline_returns_at_once() -> None:
     await a.close()
     await b.close()
     assert await Server(b, echo).run() == ServeStats()
+
+
+async def test_a_reply_the_transport_cannot_send_is_counted(tmp_path: Any) -> None:
+    import os
+    import socket
+
+    server = await aiodisp.open_unix(ADAPTER, str(tmp_path / "server.sock"), framing="raw")
+    errors: list[BaseException] = []
+    srv = Server(server, echo, on_error=lambda exc, msg, addr: errors.append(exc))
+    running = asyncio.create_task(srv.run())
+    await asyncio.sleep(0)
+    path = str(tmp_path / "gone.sock")
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.bind(path)
+    peer.sendto(ADAPTER.msg_to_raw(IdMessage(1, b"x")), server.local_addr)
+    peer.close()
+    os.unlink(path)  # the reply has nowhere to go
+    await wait_until(lambda: srv.stats.handled == 1)
+    await server.close()
+    stats = await running
+    assert (stats.handled, stats.replied, stats.send_errors) == (1, 0, 1)
+    assert len(errors) == 1 and isinstance(errors[0], aiodisp.TransportError)

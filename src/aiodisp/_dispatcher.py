@@ -505,19 +505,6 @@ class Dispatcher(Generic[M]):
             counters.consumed += 1
             consumer(inbox.popleft())
 
-    def _send_now(self, msg: M, addr: Address) -> None:
-        """notify_unreliable() to an address already resolved, from a callback (no await).
-
-        If the transport's queue is full the datagram waits in it; nothing waits here.
-        """
-        if self._closed:
-            raise DispatcherClosed()
-        frame = self._core.frame_oneway(msg, addr)
-        try:
-            self._send(frame, addr)
-        except OSError as exc:
-            raise _transport_error(exc, addr) from exc.__cause__ or exc
-
     def _send_failed(self, addr: Address, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
         self._log(logging.WARNING, "send", "could not send to %r: %s", addr, exc)

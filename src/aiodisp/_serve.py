@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._ratelog import RateLimitedLog
-from .errors import DispatcherClosed, DispatchError
+from .errors import DispatcherClosed, DispatchError, TransportError
 
 if TYPE_CHECKING:
     from ._core.endpoint import Received
@@ -148,7 +148,10 @@ class Server(Generic[M]):
         and serving goes on as for a coroutine handler (``self._inline`` is off).
         """
         d = self._dispatcher
-        send = d._send_now
+        # notify_unreliable() without its coroutine: the consumer runs only while the
+        # dispatcher is open, and the address came from its transport as it is.
+        frame_oneway = d._core.frame_oneway
+        transport_send = d._send
         handler = self._handler
 
         def handle_now(item: Received[M]) -> None:
@@ -170,12 +173,12 @@ class Server(Generic[M]):
                 task.add_done_callback(self._tasks.discard)
                 return
             try:
-                send(reply, addr)
-            except DispatcherClosed:
-                return  # closing: the reply can no longer go out
-            except DispatchError as exc:
+                transport_send(frame_oneway(reply, addr), addr)
+            except (DispatchError, OSError) as exc:  # AdapterError, MessageTooLarge, the OS's
+                error = exc if isinstance(exc, DispatchError) else TransportError(
+                    f"cannot send to {addr!r}: {exc}")
                 self._send_errors += 1
-                self._report("reply", exc, msg, addr)
+                self._report("reply", error, msg, addr)
                 return
             self._replied += 1
 
