@@ -178,14 +178,14 @@ class Dispatcher(Generic[M]):
 
     # ------------------------------------------------------------------ calls
 
-    def request(
+    async def request(
         self,
         msg: M,
         addr: Address,
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
-    ) -> Coroutine[Any, Any, M]:
+    ) -> M:
         """Send ``msg`` to ``addr`` and return the reply with the same key.
 
         ``timeout`` (default: the dispatcher's) bounds the whole call; ``retry``
@@ -195,9 +195,43 @@ class Dispatcher(Generic[M]):
         already pending, :class:`AdapterError`, :class:`MessageTooLarge`,
         :class:`TransportError` or :class:`DispatcherClosed`.
         """
-        # A plain method returning the coroutine: no extra frame on the hot path.
-        policy = retry if retry is not None else self._retry
-        return self._call(self._start_request, msg, addr, timeout, policy)
+        # _call(self._start_request, ...) written out: the hot path of the library,
+        # one coroutine frame per request instead of a call and a coroutine.
+        if self._closed:
+            raise DispatcherClosed()
+        dest = self._addrs.get(addr)
+        if dest is None:
+            dest = await self._resolve(addr)
+        loop = self._loop
+        now = loop.time()
+        if timeout is None:
+            timeout = self._timeout
+        core = self._core
+        if len(core.waiting) + len(core.acking) >= self._max_pending:
+            now, timeout = await self._wait_for_room(now, timeout)
+        fut = loop.create_future()
+        try:
+            p = self._start_request(
+                msg, dest, fut, now, timeout, retry if retry is not None else self._retry
+            )
+        except BaseException:
+            self._not_started()
+            raise
+        try:
+            try:
+                blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
+            except OSError as exc:
+                blocked = self._first_send_failed(p, dest, exc)
+            if blocked:
+                await self._wait_writable(p.deadline)
+            if p.due < self._armed_at:
+                self._arm(p.due)
+            reply: M = await fut
+            return reply
+        finally:
+            if not p.done:
+                core.cancel(p)
+                self._room_freed()
 
     async def notify(
         self,
@@ -266,17 +300,13 @@ class Dispatcher(Generic[M]):
         try:
             p = start(msg, dest, fut, now, timeout, policy)
         except BaseException:
-            if self._room:
-                self._room_freed()  # pass on the room this call will not use
+            self._not_started()
             raise
         try:
             try:
                 blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
-            except OSError as exc:  # TransportError, or the OS error of a bare carrier
-                if p.policy is None or not _transient(exc):
-                    raise _transport_error(exc, dest) from exc.__cause__ or exc
-                self._send_failed(dest, exc)  # a loss like any other: the policy resends
-                blocked = False
+            except OSError as exc:
+                blocked = self._first_send_failed(p, dest, exc)
             if blocked:
                 await self._wait_writable(p.deadline)
             if p.due < self._armed_at:
@@ -286,6 +316,21 @@ class Dispatcher(Generic[M]):
             if not p.done:
                 core.cancel(p)
                 self._room_freed()
+
+    def _not_started(self) -> None:
+        """A call failed before it was registered: pass on the room it will not use."""
+        if self._room:
+            self._room_freed()
+
+    def _first_send_failed(self, p: Pending, dest: Address, exc: OSError) -> bool:
+        """Raise the error of a failed first send, or count it as a loss the policy repairs.
+
+        ``exc`` is a TransportError, or the OS error of a bare carrier.
+        """
+        if p.policy is None or not _transient(exc):
+            raise _transport_error(exc, dest) from exc.__cause__ or exc
+        self._send_failed(dest, exc)  # a loss like any other: the policy resends
+        return False
 
     async def _send_oneway(self, msg: M, addr: Address, timeout: float | None) -> None:
         if self._closed:
