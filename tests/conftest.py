@@ -20,6 +20,7 @@ BOTH_LOOPS = {
     "test_reliability.py",
     "test_hostile_garbage.py",
     "test_hostile_spoofing.py",
+    "test_serve_inline.py",
 }
 
 
