@@ -140,16 +140,25 @@ class DeliveryLog:
         by_id = self.by_id
         by_key = self._by_key
         reply = self._reply
+        resends = self._resends
         limit = self.capacity - max(1, min(EVICT_BATCH, self.capacity >> 6))
+        freed = 0
         while order and (order[0][0] <= now or len(order) > limit):
             entry = order.popleft()
             _, id_key, peer_key = entry
-            if by_id.get(id_key) is entry:  # (not if a later copy was delivered again)
-                del by_id[id_key]
-                if id_key in reply:
-                    self._drop_reply(id_key)
+            # (one look-up each: this runs once per delivery when the log is full)
+            kept = by_id.pop(id_key, None)
+            if kept is entry:
+                datagram = reply.pop(id_key, None)
+                if datagram is not None:
+                    freed += len(datagram)
+                    if resends:
+                        resends.pop(id_key, None)
+            elif kept is not None:  # a later copy was delivered again: it stays
+                by_id[id_key] = kept
             if peer_key is not None and by_key.get(peer_key) is entry:
                 del by_key[peer_key]
+        self.reply_bytes_used -= freed
         # entries leave in about the order they cached replies: trim the front
         replies = self._replies
         while replies and replies[0] not in reply:
