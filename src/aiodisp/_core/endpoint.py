@@ -143,6 +143,9 @@ def new_pending(
     return p
 
 
+#: The packet id of an ACK-framed datagram whose header word is not read yet (>= 0).
+_UNREAD = 1 << 62
+
 #: Builds a Received without NamedTuple's Python-level __new__ (a serving hot path).
 _new_tuple = tuple.__new__
 
@@ -219,7 +222,7 @@ class Endpoint(Generic[M]):
     def _frame(self, flags: int, raw: bytes) -> tuple[bytes, int]:
         if self.ack:
             packet_id = self._next_id
-            self._next_id = (packet_id + 1) & ID_MASK
+            self._next_id = packet_id + 1 if packet_id < ID_MASK else 0
             frame = pack_word((flags << ID_BITS) | packet_id) + raw
         else:
             packet_id = -1
@@ -254,7 +257,7 @@ class Endpoint(Generic[M]):
             raise AdapterError(f"msg_key returned an unhashable {type(key).__name__}") from exc
         if self.ack:
             packet_id = self._next_id
-            self._next_id = (packet_id + 1) & ID_MASK
+            self._next_id = packet_id + 1 if packet_id < ID_MASK else 0
             frame = pack_word(packet_id) + raw
         else:
             packet_id = -1
@@ -330,7 +333,7 @@ class Endpoint(Generic[M]):
             raw = self._as_bytes(raw)
         if ack:
             packet_id = self._next_id
-            self._next_id = (packet_id + 1) & ID_MASK
+            self._next_id = packet_id + 1 if packet_id < ID_MASK else 0
             frame = pack_word(packet_id) + raw
         else:
             frame = raw
@@ -487,8 +490,8 @@ class Endpoint(Generic[M]):
                     self.report("empty", addr, None)
                 return None
             flags = data[0]
-            (packet_id,) = unpack_word(data)
-            if flags:  # (with no flags the word is the id: no big-int arithmetic)
+            if flags:
+                (packet_id,) = unpack_word(data)
                 packet_id &= ID_MASK
                 if flags == FLAG_ACK:
                     if size != HEADER_SIZE:
@@ -500,6 +503,10 @@ class Endpoint(Generic[M]):
                     counters.header_errors += 1
                     self.report("header", addr, f"flags 0x{flags:02x}")
                     return None
+            else:
+                # With no flags the header word is the packet id. It is read below
+                # only if needed: a reply an is_reply adapter marks never needs it.
+                packet_id = _UNREAD
             raw = data[HEADER_SIZE:]
             size -= HEADER_SIZE
         else:
@@ -534,6 +541,8 @@ class Endpoint(Generic[M]):
             # Was this datagram delivered before? (A reply marked by is_reply needs
             # no look-up: replies are never recorded then, a late copy simply finds
             # no pending call.)
+            if packet_id is _UNREAD:
+                (packet_id,) = unpack_word(data)
             id_key = (addr, packet_id)
             try:
                 entry = self._seen(id_key)
