@@ -411,6 +411,31 @@ def test_a_replayed_request_gets_its_cached_reply_a_bounded_number_of_times() ->
     assert server.counters.duplicates == MAX_REPLY_RESENDS + 20
 
 
+def test_a_copy_arriving_after_its_entry_expired_is_delivered_and_answered_afresh() -> None:
+    client = endpoint()
+    server = endpoint(delivery_log=DeliveryLog(ttl=1.0))
+    p = client.start_request((5, b"q"), B, Waiter(), 0.0, 5.0, RetryPolicy(initial_timeout=0.1))
+    assert p.frame is not None
+    server.receive(p.frame, A, 0.0)
+    server.inbox.popleft()
+    server.frame_oneway((5, b"first answer"), A)
+    log = server.log
+    used = log.reply_bytes_used
+    assert used > 0 and log.replies_cached == 1
+    server.receive(p.frame, A, 0.5)  # within the ttl: a duplicate, answered from the cache
+    assert server.counters.duplicates == 1 and not server.inbox
+    # past the ttl the entry (and its cached reply) is forgotten before the copy is
+    # delivered again: the application answers again, and the byte count stays exact
+    server.receive(p.frame, A, 2.0)
+    assert server.counters.delivered == 2 and len(server.inbox) == 1
+    server.inbox.popleft()
+    server.frame_oneway((5, b"second answer"), A)
+    assert log.replies_cached == 1 and len(log) == 1
+    assert log.reply_bytes_used == len(pack_header(0, 0)) + 8 + len(b"second answer")
+    server.receive(pack_header(0, 99) + b"\x00" * 8, B, 10.0)  # everything older expires
+    assert log.reply_bytes_used == 0 and log.replies_cached == 0
+
+
 def test_tables_give_their_memory_back_after_a_peak() -> None:
     import sys
 

@@ -550,19 +550,18 @@ class Endpoint(Generic[M]):
                 counters.decode_errors += 1
                 self.report("address", addr, "unhashable sender address")
                 return None
-            if entry is not None:
-                if entry[0] <= now:
-                    self.log.expire(now)  # forget it (and its reply) before it is replaced
-                else:
-                    counters.duplicates += 1
-                    if flags:
-                        self.outbox.append((ack_for(packet_id), addr))
-                        counters.acks_sent += 1
-                    reply_again = self.log.resend(entry)  # (a bounded number of times)
-                    if reply_again is not None:
-                        self.outbox.append((reply_again, addr))
-                        counters.replies_resent += 1
-                    return None
+            # (An expired entry is forgotten, with its reply, by the log.add() below:
+            # entries expire in arrival order, so the oldest one has expired too.)
+            if entry is not None and entry[0] > now:
+                counters.duplicates += 1
+                if flags:
+                    self.outbox.append((ack_for(packet_id), addr))
+                    counters.acks_sent += 1
+                reply_again = self.log.resend(entry)  # (a bounded number of times)
+                if reply_again is not None:
+                    self.outbox.append((reply_again, addr))
+                    counters.replies_resent += 1
+                return None
 
         if reply:
             if p is None:
