@@ -116,8 +116,6 @@ class Dispatcher(Generic[M]):
             rng=random.Random(seed),
             report=self._report_drop,
         )
-        # bound once: reading a method as a value is not specialised in CPython 3.11
-        self._start_request = self._core.start_request
         self._timeout = timeout
         self._retry = retry
         self._notify_retry = notify_retry if notify_retry is not None else ADAPTIVE
@@ -195,7 +193,7 @@ class Dispatcher(Generic[M]):
         already pending, :class:`AdapterError`, :class:`MessageTooLarge`,
         :class:`TransportError` or :class:`DispatcherClosed`.
         """
-        # _call(self._start_request, ...) written out: the hot path of the library,
+        # _notify_call() for a request, written out: the hot path of the library,
         # one coroutine frame per request instead of a call and a coroutine.
         if self._closed:
             raise DispatcherClosed()
@@ -211,7 +209,7 @@ class Dispatcher(Generic[M]):
             now, timeout = await self._wait_for_room(now, timeout)
         fut = loop.create_future()
         try:
-            p = self._start_request(
+            p = core.start_request(
                 msg, dest, fut, now, timeout, retry if retry is not None else self._retry
             )
         except BaseException:
@@ -221,7 +219,8 @@ class Dispatcher(Generic[M]):
             try:
                 blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
             except OSError as exc:
-                blocked = self._first_send_failed(p, dest, exc)
+                self._first_send_failed(p, dest, exc)
+                blocked = False
             if blocked:
                 await self._wait_writable(p.deadline)
             if p.due < self._armed_at:
@@ -255,12 +254,8 @@ class Dispatcher(Generic[M]):
         if self._closed:
             raise DispatcherClosed()
         if self._core.ack:
-            await self._call(
-                self._core.start_notify,
-                msg,
-                addr,
-                timeout,
-                retry if retry is not None else self._notify_retry,
+            await self._notify_call(
+                msg, addr, timeout, retry if retry is not None else self._notify_retry
             )
         elif self._transport.reliable:
             await self._send_oneway(msg, addr, timeout)
@@ -275,15 +270,10 @@ class Dispatcher(Generic[M]):
         # A plain method returning the coroutine: no extra frame on the serving hot path.
         return self._send_oneway(msg, addr, None)
 
-    async def _call(
-        self,
-        start: Callable[[M, Address, Any, float, float, RetryPolicy | None], Pending],
-        msg: M,
-        addr: Address,
-        timeout: float | None,
-        policy: RetryPolicy | None,
-    ) -> Any:
-        """Register a call in the core, send it, and wait for its reply or ACK."""
+    async def _notify_call(
+        self, msg: M, addr: Address, timeout: float | None, policy: RetryPolicy
+    ) -> None:
+        """Register a notify in the core, send it, and wait for its ACK (as request() does)."""
         if self._closed:
             raise DispatcherClosed()
         dest = self._addrs.get(addr)
@@ -298,7 +288,7 @@ class Dispatcher(Generic[M]):
             now, timeout = await self._wait_for_room(now, timeout)
         fut = loop.create_future()
         try:
-            p = start(msg, dest, fut, now, timeout, policy)
+            p = core.start_notify(msg, dest, fut, now, timeout, policy)
         except BaseException:
             self._not_started()
             raise
@@ -306,12 +296,13 @@ class Dispatcher(Generic[M]):
             try:
                 blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
             except OSError as exc:
-                blocked = self._first_send_failed(p, dest, exc)
+                self._first_send_failed(p, dest, exc)
+                blocked = False
             if blocked:
                 await self._wait_writable(p.deadline)
             if p.due < self._armed_at:
                 self._arm(p.due)
-            return await fut
+            await fut
         finally:
             if not p.done:
                 core.cancel(p)
@@ -322,7 +313,7 @@ class Dispatcher(Generic[M]):
         if self._room:
             self._room_freed()
 
-    def _first_send_failed(self, p: Pending, dest: Address, exc: OSError) -> bool:
+    def _first_send_failed(self, p: Pending, dest: Address, exc: OSError) -> None:
         """Raise the error of a failed first send, or count it as a loss the policy repairs.
 
         ``exc`` is a TransportError, or the OS error of a bare carrier.
@@ -330,7 +321,6 @@ class Dispatcher(Generic[M]):
         if p.policy is None or not _transient(exc):
             raise _transport_error(exc, dest) from exc.__cause__ or exc
         self._send_failed(dest, exc)  # a loss like any other: the policy resends
-        return False
 
     async def _send_oneway(self, msg: M, addr: Address, timeout: float | None) -> None:
         if self._closed:

@@ -22,7 +22,7 @@ import asyncio
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -135,7 +135,10 @@ class Server(Generic[M]):
                     room.release()
                     raise
                 self._handled += 1
-                self._start(self._handle(msg, addr), room)
+                task = asyncio.create_task(self._handle(msg, addr))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _t: room.release())
         finally:
             await self._stop_handlers()
             self._running = False
@@ -187,12 +190,6 @@ class Server(Generic[M]):
         finally:
             if d._consumer is handle_now:
                 d._stop_consuming()
-
-    def _start(self, coro: Coroutine[Any, Any, None], room: asyncio.Semaphore) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _t: room.release())
 
     async def _finish_awaitable(
         self, reply: Awaitable[M | None], msg: M, addr: Any, room: asyncio.Semaphore

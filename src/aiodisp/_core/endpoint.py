@@ -279,17 +279,14 @@ class Endpoint(Generic[M]):
         p.done = False
         waiting[key] = p
         if policy is None:
-            # Schedule.add_final(), inlined, with the lane of the last timeout at hand
-            if timeout == self._final_timeout:
-                lane = self._final_lane
+            lane = self._final_lane
+            if lane is not None and timeout == self._final_timeout:
+                lane[p] = None  # Schedule.add_final(), inlined for the last timeout's lane
+                p.lane = lane
             else:
-                lane = self._final_lane = self.schedule.lane(timeout)
+                self.schedule.add_final(p, timeout)
                 self._final_timeout = timeout
-            p.lane = lane
-            if lane is None:
-                self.schedule.add(p)
-            else:
-                lane[p] = None
+                self._final_lane = p.lane
         else:
             self._schedule_first(p, policy, now)
         self.counters.requests += 1
