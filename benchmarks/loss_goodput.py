@@ -18,7 +18,7 @@ The link is, by default, the in-memory one (``aiodisp.Link(loss=p, seed=1)``,
 both peers in this process: it runs anywhere). With ``--kernel`` (root, ``ip``,
 ``nft``) it is real UDP over a veth pair between two network namespaces, with
 nftables dropping ``p`` of the datagrams arriving at each side; the peers are
-the processes of ``tests/kernel_peers.py`` and the drop counters are reported.
+the processes of ``tests/helpers/kernel_peers.py`` and the drop counters are reported.
 
 notify() uses an adaptive first wait (from the measured RTT) and back-off capped
 at 0.5 s; request() a RetryPolicy(initial_timeout=0.05, max_attempts=20,
@@ -53,8 +53,8 @@ CALL_TIMEOUT = 30.0
 
 
 def load_peers() -> ModuleType:
-    """The workload, the peers and the namespace lab, kept once in tests/kernel_peers.py."""
-    path = Path(__file__).resolve().parent.parent / "tests" / "kernel_peers.py"
+    """The workload, the peers and the namespace lab, kept once in tests/helpers/kernel_peers.py."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "helpers" / "kernel_peers.py"
     spec = importlib.util.spec_from_file_location("kernel_peers", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -18,7 +18,7 @@ import pytest
 
 import aiodisp
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```python[ \t]*$")
 OPT_OUT = "<!-- no-test -->"

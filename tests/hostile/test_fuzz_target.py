@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from aiodisp._core import endpoint as endpoint_module
 
-TARGET = Path(__file__).parent.parent / "fuzz" / "fuzz_receive.py"
+TARGET = Path(__file__).parent.parent.parent / "fuzz" / "fuzz_receive.py"
 
 
 def load_target() -> ModuleType:

@@ -20,7 +20,7 @@ import aiodisp
 from aiodisp._core.delivery_log import EVICT_BATCH
 from aiodisp._core.framing import FLAG_ACK_REQUESTED, pack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
-from tests.helpers_flood import accounted, send_paced
+from tests.helpers.flood import accounted, send_paced
 
 MiB = 2**20
 ADAPTER = IdPrefixAdapter()

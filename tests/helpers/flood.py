@@ -7,9 +7,9 @@
 * :func:`recv_datagram` reads a bare socket on any event loop (uvloop too).
 * :func:`udp_drops` reads the kernel's per-socket drop count from
   ``/proc/net/udp`` (datagrams that never reached the dispatcher).
-* Run as a script, this file is the flooder of ``test_hostile_flood.py``::
+* Run as a script, this file is the flooder of ``tests/hostile/test_flood.py``::
 
-      python tests/helpers_flood.py --target 127.0.0.1:PORT --count 100000 \\
+      python tests/helpers/flood.py --target 127.0.0.1:PORT --count 100000 \\
           --keys 1000:2000 --seed 7 [--rate 20000]
 
   It prints ``{"ready": true}``, sends ``count`` hostile datagrams (see

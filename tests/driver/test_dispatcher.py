@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 import aiodisp
-from tests.conftest import FlagAdapter, KeyAdapter, echo_server
+from tests.helpers.adapters import FlagAdapter, KeyAdapter
+from tests.helpers.servers import echo_server
+
+pytestmark = pytest.mark.both_loops
 
 
 def has_ipv6() -> bool:

@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kernel_peers import LossLab, unavailable_reason
 
 import aiodisp
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
+from tests.helpers.kernel_peers import LossLab, unavailable_reason
 
 CALLS = 2000
 LOSS_PERCENT = 20

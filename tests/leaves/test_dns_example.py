@@ -34,7 +34,7 @@ import pytest
 
 import aiodisp
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "dns_resolver.py"
 ZONE = "test.example"
 NAMES = 200

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from aiodisp import RetryPolicy
 from aiodisp._core.endpoint import Endpoint, Pending
-from tests.conftest import FlagAdapter
+from tests.helpers.adapters import FlagAdapter
 
 A = ("a", 1)
 B = ("b", 2)

@@ -36,8 +36,8 @@ from aiodisp._core.delivery_log import DeliveryLog
 from aiodisp._core.endpoint import Endpoint, Pending
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, HEADER_SIZE, pack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
-from tests.conftest import KeyAdapter
-from tests.helpers_flood import accounted, send_paced
+from tests.helpers.adapters import KeyAdapter
+from tests.helpers.flood import accounted, send_paced
 
 # ---------------------------------------------------------------------- adapters that fail
 

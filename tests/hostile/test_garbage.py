@@ -19,7 +19,9 @@ from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, pack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 from aiodisp.retry import RetryPolicy
-from tests.helpers_flood import accounted, recv_datagram, send_paced, settle
+from tests.helpers.flood import accounted, recv_datagram, send_paced, settle
+
+pytestmark = pytest.mark.both_loops
 
 MAX = 512  # the victim's max_datagram_size
 

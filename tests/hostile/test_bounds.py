@@ -21,8 +21,9 @@ from aiodisp._core.delivery_log import DeliveryLog
 from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK_REQUESTED, pack_header, unpack_header
 from aiodisp._core.rtt import RttTable
-from tests.conftest import KeyAdapter, echo_server
-from tests.helpers_flood import recv_datagram
+from tests.helpers.adapters import KeyAdapter
+from tests.helpers.flood import recv_datagram
+from tests.helpers.servers import echo_server
 
 LOOP = "127.0.0.1"
 FAST_RETRY = aiodisp.RetryPolicy(initial_timeout=0.02, backoff=1.5, max_interval=0.1,

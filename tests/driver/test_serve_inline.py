@@ -12,6 +12,8 @@ import aiodisp
 from aiodisp._serve import Server, ServeStats
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 
+pytestmark = pytest.mark.both_loops
+
 ADAPTER = IdPrefixAdapter()
 FAST = aiodisp.RetryPolicy(initial_timeout=0.02, max_attempts=50, max_interval=0.1)
 

@@ -19,8 +19,10 @@ import pytest
 import aiodisp
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, pack_header, unpack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
-from tests.conftest import KeyAdapter
-from tests.helpers_flood import accounted, recv_datagram, send_paced, settle
+from tests.helpers.adapters import KeyAdapter
+from tests.helpers.flood import accounted, recv_datagram, send_paced, settle
+
+pytestmark = pytest.mark.both_loops
 
 LOOP = "127.0.0.1"
 ADAPTER = IdPrefixAdapter()

@@ -21,7 +21,7 @@ import aiodisp
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 
 CLI = [sys.executable, "-m", "aiodisp"]
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SLOW = 60  # seconds a process may take at worst on a loaded machine
 _LISTENING = re.compile(r"listening on (?:udp://(?P<udp>\S+)|unix:(?P<unix>\S+)) \(")
 _ECHOED = re.compile(r"pid (\d+) echoed (\d+) messages?")

@@ -22,7 +22,7 @@ import aiodisp._dispatcher as dispatcher_module
 from aiodisp._core.framing import FLAG_ACK, pack_header
 from aiodisp._ratelog import RateLimitedLog
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
-from tests.helpers_flood import send_paced
+from tests.helpers.flood import send_paced
 
 HELD = re.compile(r"\((\d+) more (.+) messages held back\)$")
 

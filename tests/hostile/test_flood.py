@@ -1,6 +1,6 @@
 """A flood from another process while legitimate requests run, over real loopback UDP.
 
-A second process (``tests/helpers_flood.py``) sends 100,000 hostile datagrams
+A second process (``tests/helpers/flood.py``) sends 100,000 hostile datagrams
 (garbage, truncated headers, bad flags, unknown ACKs, forged replies with the
 keys of the victim's pending requests, forged peer requests, oversize) as fast
 as it can, while the victim keeps making requests to an honest echo server.
@@ -31,7 +31,7 @@ import pytest
 
 import aiodisp
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
-from tests.helpers_flood import DROPS, accounted, settle, udp_drops
+from tests.helpers.flood import DROPS, accounted, settle, udp_drops
 
 FLOOD = 100_000
 RATE = 20_000  # datagrams per second: about as fast as the victim reads, on this machine
@@ -42,7 +42,7 @@ WORKERS = 8
 LANE = 250  # worker w cycles through keys KEY_BASE + w * LANE + (0 .. LANE-1)
 KEYS = WORKERS * LANE  # forged replies carry keys in KEY_BASE .. KEY_BASE + KEYS - 1
 MIN_REQUESTS = 300
-FLOODER = Path(__file__).with_name("helpers_flood.py")
+FLOODER = Path(__file__).parent.parent / "helpers" / "flood.py"
 RETRY = aiodisp.RetryPolicy(initial_timeout=0.05, backoff=1.5, max_interval=0.5,
                             max_attempts=None)
 

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 import aiodisp
-from tests.conftest import FlagAdapter, KeyAdapter
+from tests.helpers.adapters import FlagAdapter, KeyAdapter
+
+pytestmark = pytest.mark.both_loops
 
 HOSTILE = aiodisp.Link(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.002, seed=7)
 COUNT = 2000

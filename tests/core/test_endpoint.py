@@ -11,7 +11,7 @@ from aiodisp import AdapterError, DuplicateKeyError, MessageTooLarge, RetryPolic
 from aiodisp._core.delivery_log import DeliveryLog
 from aiodisp._core.endpoint import Endpoint, Pending
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, ack_for, pack_header
-from tests.conftest import FlagAdapter, KeyAdapter
+from tests.helpers.adapters import FlagAdapter, KeyAdapter
 
 A = ("10.0.0.1", 1000)
 B = ("10.0.0.2", 2000)

@@ -1,0 +1,1 @@
+"""Shared test helpers: adapters, servers, flooders and the network-namespace lab."""
