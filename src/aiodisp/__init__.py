@@ -9,7 +9,9 @@ retransmit over UDP) or unreliably, and hands every other incoming message to
 
 import logging as _logging
 
+from ._adapter import MessageAdapter
 from ._core.endpoint import Received
+from ._core.framing import Framing
 from ._dispatcher import DEFAULT_TIMEOUT, Dispatcher
 from ._open import open_memory_pair, open_udp, open_unix
 from ._serve import Server, ServeStats
@@ -42,7 +44,9 @@ __all__ = [
     "Dispatcher",
     "DispatcherClosed",
     "DuplicateKeyError",
+    "Framing",
     "Link",
+    "MessageAdapter",
     "MessageTooLarge",
     "Received",
     "ReliabilityUnavailable",

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._core.framing import Framing
 from ._dispatcher import Dispatcher
 from ._open import open_udp
 from ._transports.base import Address, DatagramSink
@@ -198,7 +199,7 @@ def _run_loop(coro: Any, use_uvloop: bool) -> Any:
 
 async def serve_echo(
     addr: tuple[str, int],
-    framing: str,
+    framing: Framing,
     *,
     ready: Callable[[Address], None] | None = None,
     stop: asyncio.Future[None] | None = None,

@@ -17,10 +17,12 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
+from ._adapter import MessageAdapter
 from ._core.delivery_log import DeliveryLog
 from ._core.endpoint import REQUEST, Endpoint, Pending, Received
+from ._core.framing import Framing
 from ._core.rtt import RttTable
 from ._ratelog import RateLimitedLog
 from ._transports.base import Address, DatagramTransport
@@ -73,9 +75,9 @@ class Dispatcher(Generic[M]):
     def __init__(
         self,
         transport: DatagramTransport,
-        adapter: Any,
+        adapter: MessageAdapter[M],
         *,
-        framing: Literal["ack", "raw"] = "ack",
+        framing: Framing = "ack",
         logger: logging.Logger | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -148,7 +150,7 @@ class Dispatcher(Generic[M]):
         return self._transport
 
     @property
-    def framing(self) -> Literal["ack", "raw"]:
+    def framing(self) -> Framing:
         return self._core.framing
 
     @property

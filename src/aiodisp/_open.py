@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, TypeVar
 
+from ._adapter import MessageAdapter
+from ._core.framing import Framing
 from ._dispatcher import Dispatcher
 from ._transports.base import DatagramTransport
 from ._transports.loop_datagram import LoopDatagramTransport, loop_reads_natively
@@ -14,17 +16,19 @@ from ._transports.sockets import UNIX_MAX, SocketTransport, make_udp_socket, mak
 
 __all__ = ["open_memory_pair", "open_udp", "open_unix"]
 
+M = TypeVar("M")
+
 
 async def open_udp(
-    adapter: Any,
+    adapter: MessageAdapter[M],
     local_addr: tuple[Any, ...] = ("127.0.0.1", 0),
     *,
-    framing: str = "ack",
+    framing: Framing = "ack",
     reuse_port: bool = False,
     buffer_size: int | None = None,
     max_datagram_size: int | None = None,
     **options: Any,
-) -> Dispatcher[Any]:
+) -> Dispatcher[M]:
     """A dispatcher on a UDP socket bound to ``local_addr`` (IPv4 or IPv6).
 
     ``reuse_port=True`` sets SO_REUSEPORT so several processes can serve one
@@ -48,13 +52,13 @@ async def open_udp(
 
 
 async def open_unix(
-    adapter: Any,
+    adapter: MessageAdapter[M],
     path: str | os.PathLike[str],
     *,
-    framing: str = "ack",
+    framing: Framing = "ack",
     max_datagram_size: int | None = None,
     **options: Any,
-) -> Dispatcher[Any]:
+) -> Dispatcher[M]:
     """A dispatcher on a Unix datagram socket bound to ``path``.
 
     The socket file is removed on close; a stale one left at ``path`` by a dead
@@ -72,12 +76,12 @@ async def open_unix(
 
 
 async def open_memory_pair(
-    adapter: Any,
+    adapter: MessageAdapter[M],
     *,
     link: Link | None = None,
-    framing: str = "ack",
+    framing: Framing = "ack",
     **options: Any,
-) -> tuple[Dispatcher[Any], Dispatcher[Any]]:
+) -> tuple[Dispatcher[M], Dispatcher[M]]:
     """Two dispatchers joined by an in-memory link that injects ``link``'s faults."""
     network = MemoryNetwork(link)
     a = _start(network.transport(), adapter, framing, options)
@@ -85,9 +89,14 @@ async def open_memory_pair(
     return a, b
 
 
-def _start(transport: Any, adapter: Any, framing: str, options: dict[str, Any]) -> Dispatcher[Any]:
+def _start(
+    transport: DatagramTransport,
+    adapter: MessageAdapter[M],
+    framing: Framing,
+    options: dict[str, Any],
+) -> Dispatcher[M]:
     try:
-        return Dispatcher(transport, adapter, framing=framing, **options)  # type: ignore[arg-type]
+        return Dispatcher(transport, adapter, framing=framing, **options)
     except BaseException:
         transport.close()
         raise

@@ -24,8 +24,9 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
+from .._adapter import MessageAdapter
 from ..errors import AdapterError, DuplicateKeyError, MessageTooLarge
 from ..retry import RetryPolicy
 from ..stats import Counters
@@ -36,6 +37,7 @@ from .framing import (
     HEADER_SIZE,
     ID_BITS,
     ID_MASK,
+    Framing,
     ack_for,
     pack_word,
     unpack_word,
@@ -45,7 +47,6 @@ from .schedule import Lane, Schedule
 
 M = TypeVar("M")
 Address = Any
-Framing = Literal["ack", "raw"]
 #: ``report(reason, addr, detail)`` is told of every dropped datagram.
 Reporter = Callable[[str, Address, object], None]
 
@@ -159,7 +160,7 @@ class Endpoint(Generic[M]):
 
     def __init__(
         self,
-        adapter: Any,
+        adapter: MessageAdapter[M],
         *,
         framing: Framing = "ack",
         max_datagram_size: int = 65507,

@@ -8,6 +8,11 @@ unpacked as one big-endian 64-bit word: flags in the top byte, id below.
 from __future__ import annotations
 
 import struct
+from typing import Literal
+
+#: How a dispatcher frames its datagrams: "ack" (this 8-byte header, then the adapter's
+#: bytes) or "raw" (the adapter's bytes are the whole datagram).
+Framing = Literal["ack", "raw"]
 
 HEADER_SIZE = 8
 FLAG_ACK_REQUESTED = 0x01
