@@ -10,6 +10,7 @@ import aiodisp
 from tests.helpers.adapters import KeyAdapter
 from tests.helpers.servers import echo_server
 
+uvloop: Any
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is in the dev extra

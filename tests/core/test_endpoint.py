@@ -28,7 +28,9 @@ def endpoint(framing: str = "ack", adapter: Any = None, **kw: Any) -> Endpoint[A
     )
 
 
-def deliver(src: Endpoint[Any], dst: Endpoint[Any], frame: bytes, src_addr: Any, now: float):
+def deliver(
+    src: Endpoint[Any], dst: Endpoint[Any], frame: bytes, src_addr: Any, now: float
+) -> Pending | None:
     return dst.receive(frame, src_addr, now)
 
 

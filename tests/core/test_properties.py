@@ -132,6 +132,7 @@ def test_requests_are_served_once_and_answered_with_their_own_reply(
             net.send(server.frame_oneway((msg[0], b"r%d" % msg[0], True), addr), B, A)
     assert len(served) == len(set(served)), "a request reached the application twice"
     for p in net.completed[A]:
+        assert isinstance(p.key, int)
         assert p.result == (p.key, b"r%d" % p.key, True)
     answered = {p.key for p in net.completed[A]}
     assert answered <= set(served)

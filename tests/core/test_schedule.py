@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiodisp._core.schedule import MAX_LANES, Schedule
+from aiodisp._core.schedule import MAX_LANES, Schedule, Scheduled
 
 
 @dataclass(eq=False)
@@ -85,12 +85,12 @@ def test_every_pending_call_comes_due_once_never_early(
     for call, finished in calls:
         if finished:
             finish(s, call)
-    seen: list[Call] = []
+    seen: list[Scheduled] = []
     now = 0.0
     while (when := s.next_due()) is not None:
         assert when >= now
         now = when
-        for call in s.pop_due(now):
-            assert call.due <= now and not call.done
-            seen.append(call)
+        for due in s.pop_due(now):
+            assert due.due <= now and not due.done
+            seen.append(due)
     assert sorted(map(id, seen)) == sorted(id(c) for c, finished in calls if not finished)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import aiodisp
+from aiodisp._transports.memory import MemoryNetwork
 from tests.helpers.adapters import FlagAdapter, KeyAdapter
 from tests.helpers.servers import echo_server
 
@@ -91,15 +92,16 @@ async def test_unix_sender_waits_for_room_instead_of_dropping(tmp_path: Path) ->
     async with client, server:
         # Stop the server reading so the kernel queue fills and sendto() hits EAGAIN.
         loop = asyncio.get_running_loop()
-        fd = server.transport.socket.fileno()
+        transport: Any = server.transport  # a SocketTransport
+        fd = transport.socket.fileno()
         loop.remove_reader(fd)
         body = b"x" * 2000
         count = 2000
         sending = asyncio.create_task(_send_many(client, server.local_addr, body, count))
         await asyncio.sleep(0.3)
         assert not sending.done()  # blocked by the full peer, not dropping
-        assert client.transport.queued > 0
-        loop.add_reader(fd, server.transport._read_ready)
+        assert client.transport.queued > 0  # type: ignore[attr-defined]
+        loop.add_reader(fd, transport._read_ready)
         await asyncio.wait_for(sending, 20)
         got = [(await server.recv_from(timeout=5)).msg[0] for _ in range(count)]
         assert got == list(range(count))
@@ -382,12 +384,12 @@ async def test_stats_is_a_frozen_snapshot(udp_pair: Any) -> None:
     await client.request((1, b""), server.local_addr, timeout=2)
     assert before.requests == 0 and client.stats.requests == 1
     with pytest.raises(AttributeError):
-        before.requests = 5  # type: ignore[misc]
+        before.requests = 5  # type: ignore[misc, unused-ignore]
     assert client.stats.as_dict()["replies_matched"] == 1
 
 
 async def test_any_transport_can_carry_a_dispatcher() -> None:
-    network = aiodisp._transports.memory.MemoryNetwork()
+    network = MemoryNetwork()
     ta, tb = network.transport(), network.transport()
     assert isinstance(ta, aiodisp.DatagramTransport)
     a = aiodisp.Dispatcher(ta, KeyAdapter())
@@ -401,7 +403,7 @@ async def test_any_transport_can_carry_a_dispatcher() -> None:
 def test_adapter_without_required_methods_is_refused() -> None:
     async def main() -> None:
         with pytest.raises(TypeError, match="msg_key"):
-            await aiodisp.open_memory_pair(object())
+            await aiodisp.open_memory_pair(object())  # type: ignore[arg-type]
 
     asyncio.run(main())
 
@@ -410,7 +412,8 @@ async def test_buffer_size_sets_the_kernel_socket_buffers() -> None:
     default = await aiodisp.open_udp(KeyAdapter())
     big = await aiodisp.open_udp(KeyAdapter(), buffer_size=1 << 20)
     async with default, big:
-        sock_default, sock_big = default.transport.socket, big.transport.socket
+        sock_default = default.transport.socket  # type: ignore[attr-defined]
+        sock_big = big.transport.socket  # type: ignore[attr-defined]
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             # Linux doubles what it grants; rmem_max may cap it, but not below the default
             assert sock_big.getsockopt(socket.SOL_SOCKET, opt) >= sock_default.getsockopt(

@@ -40,7 +40,8 @@ async def test_dispatcher_serve_answers_requests_over_udp() -> None:
         )
     assert replies == [IdMessage(i, b"x%d" % i, True) for i in range(200)]
     await server.close()
-    assert await serving is None  # returns normally once the dispatcher closes
+    await serving  # returns normally once the dispatcher closes
+    assert serving.result() is None
 
 
 async def test_run_returns_final_stats_when_the_dispatcher_closes() -> None:

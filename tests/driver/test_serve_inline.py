@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import aiodisp
+from aiodisp import Framing
 from aiodisp._serve import Server, ServeStats
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 
@@ -29,7 +30,7 @@ async def wait_until(cond: Any, timeout: float = 10.0) -> None:
 
 
 @pytest.mark.parametrize("framing", ["ack", "raw"])
-async def test_plain_handler_answers_requests_over_udp(framing: str) -> None:
+async def test_plain_handler_answers_requests_over_udp(framing: Framing) -> None:
     server = await aiodisp.open_udp(ADAPTER, framing=framing)
     client = await aiodisp.open_udp(ADAPTER, framing=framing)
     srv = Server(server, echo)

@@ -24,8 +24,9 @@ class KeyAdapter:
 class FlagAdapter(KeyAdapter):
     """(key, payload, is_reply) triples: a flag byte tells replies apart."""
 
-    def msg_to_raw(self, msg: Any) -> bytes:  # type: ignore[override]
-        return struct.pack(">QB", msg[0], 1 if msg[2] else 0) + msg[1]
+    def msg_to_raw(self, msg: Any) -> bytes:
+        payload: bytes = msg[1]
+        return struct.pack(">QB", msg[0], 1 if msg[2] else 0) + payload
 
     def raw_to_msg(self, raw: bytes) -> Any:
         key, flag = struct.unpack_from(">QB", raw)

@@ -83,7 +83,11 @@ async def send_paced(
         sock.sendto(data, dest)
         sent += 1
         if sent % chunk == 0:
-            await settle(lambda n=sent: received() - base >= n)
+
+            def reached(n: int = sent) -> bool:
+                return received() - base >= n
+
+            await settle(reached)
     await settle(lambda: received() - base >= sent)
     return sent
 

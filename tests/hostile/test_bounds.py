@@ -99,7 +99,7 @@ async def test_full_queue_is_not_acked_so_reliable_notifies_retry_until_the_app_
         assert receiver.stats.acks_sent == 4
         assert receiver.stats.delivered == 4
         # The application reads slowly; every notify gets through, each exactly once.
-        got = []
+        got: list[Any] = []
         while len(got) < 10:
             msg, _, _ = await receiver.recv_from(timeout=10)
             got.append(msg[0])

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import aiodisp
+from aiodisp import Framing
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, pack_header, unpack_header
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
 from tests.helpers.adapters import KeyAdapter
@@ -78,7 +79,7 @@ def forgeries(key: int, request_id: int, framing: str, count: int) -> Iterator[b
 
 @pytest.mark.parametrize("framing", ["ack", "raw"])
 async def test_forged_replies_are_ignored_and_the_genuine_one_wins(
-    framing: str, server: socket.socket, attacker: socket.socket
+    framing: Framing, server: socket.socket, attacker: socket.socket
 ) -> None:
     d = await aiodisp.open_udp(ADAPTER, framing=framing)
     async with d:

@@ -137,7 +137,7 @@ def test_missing_msgpack_gives_a_clear_error(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize("codec", CODECS)
 async def test_dispatch_over_udp_with_garbage_counted(codec: Any) -> None:
-    adapter = codec()
+    adapter: JsonAdapter | MsgpackAdapter = codec()
     server = await aiodisp.open_udp(adapter)
     client = await aiodisp.open_udp(adapter)
 

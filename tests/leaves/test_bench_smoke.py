@@ -111,7 +111,7 @@ def test_aiodisp_bench_rejects_a_bad_target() -> None:
 def test_common_echo_server_answers_coap_and_rpcudp_correctly() -> None:
     sys.path.insert(0, str(BENCH))
     try:
-        import echo_server
+        import echo_server  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(BENCH))
     body = (7).to_bytes(8, "big") + b"p" * 64

@@ -265,7 +265,7 @@ async def test_forged_answer_from_another_address_is_ignored(
                     response.answer, query.question[0].name, dns.rdataclass.IN,
                     dns.rdatatype.A, create=True,
                 )
-                rrset.add(dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, ip), 60)
+                rrset.add(dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, ip), 60)  # type: ignore[no-untyped-call]
                 return response.to_wire()
 
             forger.sendto(answer("6.6.6.6"), client)

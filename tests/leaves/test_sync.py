@@ -158,7 +158,7 @@ def test_errors_are_the_async_errors() -> None:
             with pytest.raises(aiodisp.MessageTooLarge):
                 s.notify_unreliable(IdMessage(2, b"x" * 70000), nobody)
             with pytest.raises(aiodisp.AdapterError):
-                s.notify_unreliable("not a message", nobody)  # type: ignore[arg-type]
+                s.notify_unreliable("not a message", nobody)  # type: ignore[arg-type, unused-ignore]
 
             def hold() -> None:
                 with pytest.raises(aiodisp.RequestTimeout):
