@@ -7,6 +7,10 @@ An adapter is any object with ``msg_to_raw(msg) -> bytes``,
 * :class:`IdPrefixAdapter`: binary :class:`IdMessage` (8-byte id, reply flag, payload).
 * :class:`JsonAdapter`: dicts as JSON objects; key and reply flag are fields.
 * :class:`MsgpackAdapter`: the same as MessagePack maps (``aiodisp[msgpack]``).
+
+For a type checker, IdPrefixAdapter is a ``MessageAdapter[IdMessage]`` and the
+dict codecs are ``MessageAdapter[dict[str, Any]]`` (structurally: no class here
+inherits from the protocol, and yours need not either).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ _new_tuple = tuple.__new__
 class IdPrefixAdapter:
     """Binary messages: an 8-byte big-endian word (bit 63: reply flag, bits 0-62: id)
     followed by the payload. The id is the key; the flag tells replies apart, so a
-    peer's request is never mistaken for a reply to one of ours.
+    peer's request is never mistaken for a reply to one of ours. A
+    ``MessageAdapter[IdMessage]``: a dispatcher on it takes and returns IdMessages.
     """
 
     # The hot path reads module globals and tuple items: in CPython 3.11 a class
@@ -80,11 +85,33 @@ def _freeze(value: Any) -> Hashable:
     return value  # type: ignore[no-any-return]
 
 
+def _reply_test(reply_field: str) -> Callable[[dict[str, Any]], bool]:
+    """The ``is_reply`` of a dict codec whose reply flag is ``reply_field``.
+
+    A closure over the field's name rather than a bound method: no attribute
+    read per call, and no adapter -> method -> adapter reference cycle.
+    """
+
+    def is_reply(msg: dict[str, Any]) -> bool:
+        """True when the reply field is present and truthy."""
+        return bool(msg.get(reply_field))
+
+    return is_reply
+
+
 class _DictAdapter:
-    """What the dict codecs share: the key and the reply flag are fields of the dict."""
+    """What the dict codecs share: the key and the reply flag are fields of the dict.
+
+    A codec is a ``MessageAdapter[dict[str, Any]]``. It has an ``is_reply``
+    attribute only when it has a reply field: ``_init_fields`` sets it on the
+    instance then, so ``getattr(adapter, "is_reply", None)`` (how the dispatcher
+    looks it up) is None for ``reply_field=None``, with one class either way.
+    """
 
     key_field: str
     reply_field: str | None
+    #: Set on the instance only when ``reply_field`` is not None (see the class docs).
+    is_reply: Callable[[dict[str, Any]], bool]
     _options: dict[str, Any]
 
     def _init_fields(self, key_field: str, reply_field: str | None, **options: Any) -> None:
@@ -93,6 +120,8 @@ class _DictAdapter:
         self.key_field = key_field
         self.reply_field = reply_field
         self._options = options
+        if reply_field is not None:
+            self.is_reply = _reply_test(reply_field)
 
     def _dumps(self, msg: dict[str, Any]) -> bytes:
         raise NotImplementedError
@@ -122,16 +151,14 @@ class _DictAdapter:
             reply[self.reply_field] = True
         return reply
 
-    def _public_class(self) -> type[_DictAdapter]:
-        return next(c for c in type(self).__mro__ if not c.__name__.startswith("_"))
-
     def __reduce__(self) -> tuple[Any, ...]:
-        # copy and pickle rebuild through the constructor: the same variant, fresh codecs
-        return (_rebuild, (self._public_class(), self.key_field, self.reply_field, self._options))
+        # copy and pickle rebuild through the constructor: the same fields (so
+        # is_reply or not), fresh codecs
+        return (_rebuild, (type(self), self.key_field, self.reply_field, self._options))
 
     def __repr__(self) -> str:
         return (
-            f"{self._public_class().__name__}(key_field={self.key_field!r}, "
+            f"{type(self).__name__}(key_field={self.key_field!r}, "
             f"reply_field={self.reply_field!r})"
         )
 
@@ -142,37 +169,18 @@ def _rebuild(
     return cls(key_field, reply_field, **options)  # type: ignore[call-arg]
 
 
-class _ReplyField:
-    """Mixed into a dict codec when it has a reply field: it gains ``is_reply``."""
-
-    reply_field: str
-
-    def is_reply(self, msg: dict[str, Any]) -> bool:
-        """True when the reply field is present and truthy."""
-        return bool(msg.get(self.reply_field))
-
-
 class JsonAdapter(_DictAdapter):
     """Messages are dicts encoded as compact UTF-8 JSON objects.
 
-    ``key_field`` names the field that pairs a request with its reply (its value
-    may be any JSON value; lists and objects are made hashable). ``reply_field``
-    names the field that marks replies (truthy: a reply). With
-    ``reply_field=None`` the adapter has no ``is_reply`` method at all, so a
-    message is a reply exactly when its key matches a pending request.
-    ``ensure_ascii`` and ``sort_keys`` are passed to :func:`json.dumps`.
-    Datagrams that are not a UTF-8 JSON object raise ``ValueError``.
+    A ``MessageAdapter[dict[str, Any]]``. ``key_field`` names the field that
+    pairs a request with its reply (its value may be any JSON value; lists and
+    objects are made hashable). ``reply_field`` names the field that marks
+    replies (truthy: a reply). With ``reply_field=None`` the adapter has no
+    ``is_reply`` attribute at all, so a message is a reply exactly when its key
+    matches a pending request. ``ensure_ascii`` and ``sort_keys`` are passed to
+    :func:`json.dumps`. Datagrams that are not a UTF-8 JSON object raise
+    ``ValueError``.
     """
-
-    def __new__(
-        cls,
-        key_field: str = "id",
-        reply_field: str | None = "reply",
-        **_options: Any,
-    ) -> JsonAdapter:
-        if reply_field is not None and cls is JsonAdapter:
-            cls = _JsonReplyAdapter
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -195,25 +203,13 @@ class JsonAdapter(_DictAdapter):
         return self._decoder.decode(bytes(raw).decode("utf-8"))
 
 
-class _JsonReplyAdapter(_ReplyField, JsonAdapter):
-    reply_field: str
-
-
 class MsgpackAdapter(_DictAdapter):
     """Messages are dicts encoded with MessagePack (the ``aiodisp[msgpack]`` extra).
 
-    Fields as :class:`JsonAdapter`. Strings travel as str, bytes as bin; a
-    datagram that is not one complete MessagePack map raises.
+    A ``MessageAdapter[dict[str, Any]]``; fields as :class:`JsonAdapter`.
+    Strings travel as str, bytes as bin; a datagram that is not one complete
+    MessagePack map raises.
     """
-
-    def __new__(
-        cls,
-        key_field: str = "id",
-        reply_field: str | None = "reply",
-    ) -> MsgpackAdapter:
-        if reply_field is not None and cls is MsgpackAdapter:
-            cls = _MsgpackReplyAdapter
-        return super().__new__(cls)
 
     def __init__(self, key_field: str = "id", reply_field: str | None = "reply") -> None:
         try:
@@ -233,7 +229,3 @@ class MsgpackAdapter(_DictAdapter):
 
     def _loads(self, raw: bytes) -> Any:
         return self._unpackb(raw)
-
-
-class _MsgpackReplyAdapter(_ReplyField, MsgpackAdapter):
-    reply_field: str
