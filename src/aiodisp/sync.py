@@ -27,22 +27,20 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, ParamSpec, Self, TypeVar
 
-from ._core.endpoint import Received
-from ._dispatcher import Dispatcher
-from ._open import open_memory_pair as _open_memory_pair
-from ._open import open_udp as _open_udp
-from ._open import open_unix as _open_unix
+from . import Dispatcher, Framing, Link, MessageAdapter, Received, RetryPolicy, Stats
+from . import open_memory_pair as _open_memory_pair
+from . import open_udp as _open_udp
+from . import open_unix as _open_unix
 from ._transports.base import Address
 from .errors import DispatcherClosed
-from .retry import RetryPolicy
-from .stats import Stats
 
 __all__ = ["SyncDispatcher", "open_memory_pair", "open_udp", "open_unix"]
 
 M = TypeVar("M")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: How long closing waits for calls still running on the loop before cancelling them.
 _DRAIN_TIMEOUT = 5.0
@@ -169,6 +167,11 @@ class SyncDispatcher(Generic[M]):
         return self._d.local_addr
 
     @property
+    def framing(self) -> Framing:
+        """``"ack"`` or ``"raw"``, as the dispatcher was opened."""
+        return self._d.framing
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -181,7 +184,9 @@ class SyncDispatcher(Generic[M]):
             self._close_done.wait()
             return self._d.stats
 
-    def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kw: Any) -> T:
+    def _call(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kw: P.kwargs
+    ) -> T:
         if self._runner.in_loop_thread:
             raise RuntimeError(
                 "a SyncDispatcher was called from its own event loop; use the async API there"
@@ -311,37 +316,41 @@ def _open(runner: _LoopThread, coro: Coroutine[Any, Any, T]) -> T:
 
 
 def open_udp(
-    adapter: Any,
+    adapter: MessageAdapter[M],
     local_addr: tuple[Any, ...] = ("127.0.0.1", 0),
     *,
+    framing: Framing = "ack",
     uvloop: bool = False,
     **options: Any,
-) -> SyncDispatcher[Any]:
+) -> SyncDispatcher[M]:
     """A blocking dispatcher on a UDP socket; options as :func:`aiodisp.open_udp`."""
     runner = _LoopThread(uvloop=uvloop)
-    d = _open(runner, _open_udp(adapter, local_addr, **options))
+    d = _open(runner, _open_udp(adapter, local_addr, framing=framing, **options))
     return SyncDispatcher(d, runner)
 
 
 def open_unix(
-    adapter: Any,
+    adapter: MessageAdapter[M],
     path: str | os.PathLike[str],
     *,
+    framing: Framing = "ack",
     uvloop: bool = False,
     **options: Any,
-) -> SyncDispatcher[Any]:
+) -> SyncDispatcher[M]:
     """A blocking dispatcher on a Unix datagram socket; options as :func:`aiodisp.open_unix`."""
     runner = _LoopThread(uvloop=uvloop)
-    d = _open(runner, _open_unix(adapter, path, **options))
+    d = _open(runner, _open_unix(adapter, path, framing=framing, **options))
     return SyncDispatcher(d, runner)
 
 
 def open_memory_pair(
-    adapter: Any,
+    adapter: MessageAdapter[M],
     *,
+    link: Link | None = None,
+    framing: Framing = "ack",
     uvloop: bool = False,
     **options: Any,
-) -> tuple[SyncDispatcher[Any], SyncDispatcher[Any]]:
+) -> tuple[SyncDispatcher[M], SyncDispatcher[M]]:
     """Two blocking dispatchers joined by an in-memory link (one loop thread for both).
 
     Options as :func:`aiodisp.open_memory_pair` (``link=aiodisp.Link(...)`` for faults);
@@ -349,7 +358,9 @@ def open_memory_pair(
     """
     runner = _LoopThread(uvloop=uvloop, users=2)
     try:
-        a, b = _wait(runner.submit(_open_memory_pair(adapter, **options)))
+        a, b = _wait(
+            runner.submit(_open_memory_pair(adapter, link=link, framing=framing, **options))
+        )
     except BaseException:
         runner.release()
         runner.release()

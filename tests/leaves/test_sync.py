@@ -173,6 +173,7 @@ def test_errors_are_the_async_errors() -> None:
                 s.request(IdMessage(3), nobody, timeout=1.0)
             t.join()
             raw = aiodisp.sync.open_udp(adapter, framing="raw")
+            assert (s.framing, raw.framing) == ("ack", "raw")
             with raw, pytest.raises(aiodisp.ReliabilityUnavailable):
                 raw.notify(IdMessage(4), nobody)
         with pytest.raises(aiodisp.DispatcherClosed):
@@ -286,7 +287,7 @@ def test_a_failed_open_leaves_no_thread() -> None:
     with aiodisp.sync.open_udp(IdPrefixAdapter()) as s, pytest.raises(aiodisp.TransportError):
         aiodisp.sync.open_udp(IdPrefixAdapter(), local_addr=s.local_addr)
     with pytest.raises(TypeError):
-        aiodisp.sync.open_udp(object())
+        aiodisp.sync.open_udp(object())  # type: ignore[arg-type]  # not an adapter, on purpose
 
 
 def test_calling_from_the_loop_thread_is_refused() -> None:
