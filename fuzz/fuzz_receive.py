@@ -33,7 +33,6 @@ except ImportError:  # the target still runs without it, uninstrumented
 
 _instrument = atheris.instrument_imports() if atheris is not None else contextlib.nullcontext()
 with _instrument:
-    from aiodisp._core.delivery_log import DeliveryLog
     from aiodisp._core.endpoint import Endpoint
     from aiodisp._core.framing import (
         FLAG_ACK,
@@ -151,8 +150,8 @@ def run(data: bytes) -> None:
     adapter: Any = ReplyAdapter() if setup & 2 else KeyAdapter()
     e: Endpoint[Any] = Endpoint(
         adapter, framing=framing, max_datagram_size=MAX_DATAGRAM, max_queue=MAX_QUEUE,  # type: ignore[arg-type]
-        check_source=not setup & 4, delivery_log=DeliveryLog(ttl=1.0, capacity=DEDUP_CAPACITY),
-        rng=random.Random(setup),
+        check_source=not setup & 4, dedup_ttl=1.0, dedup_capacity=DEDUP_CAPACITY,
+        seed=setup,
     )
     policy = RetryPolicy(initial_timeout=0.1, max_attempts=3, jitter=0.0)
     now = 0.0

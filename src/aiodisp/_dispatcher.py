@@ -9,21 +9,18 @@ in :mod:`aiodisp._core.endpoint`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import math
-import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from ._adapter import MessageAdapter
-from ._core.delivery_log import DeliveryLog
-from ._core.endpoint import REQUEST, Endpoint, Pending, Received
+from ._admission import Room, Waiters
+from ._core.endpoint import Endpoint, Pending, Received
 from ._core.framing import Framing
-from ._core.rtt import RttTable
+from ._core.pending import REQUEST
 from ._ratelog import RateLimitedLog
 from ._transports.base import Address, DatagramTransport
 from .errors import (
@@ -35,12 +32,15 @@ from .errors import (
 from .retry import ADAPTIVE, RetryPolicy
 from .stats import Stats
 
+__all__ = ["DEFAULT_TIMEOUT", "Dispatcher"]
+
 M = TypeVar("M")
 
 #: The timeout of a call made with ``timeout=None`` when the dispatcher was given none.
 DEFAULT_TIMEOUT = 5.0
 _ADDR_CACHE_MAX = 4096
 _TIMER_SLACK = 1e-4
+_INF = math.inf
 _LOG = logging.getLogger("aiodisp")
 
 
@@ -98,33 +98,32 @@ class Dispatcher(Generic[M]):
         if missing:
             name = type(adapter).__name__
             raise TypeError(f"{name} is not an adapter: it lacks {', '.join(missing)}")
-        if not timeout > 0 or math.isinf(timeout):
-            raise ValueError("the default timeout must be positive and finite")
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
-        self._loop = asyncio.get_running_loop()
+        self._timeout = _checked_timeout(timeout, "the default timeout")
+        self._loop = loop = asyncio.get_running_loop()
         self._transport = transport
         self._log = RateLimitedLog(logger if logger is not None else _LOG)
-        self._core: Endpoint[M] = Endpoint(
+        core: Endpoint[M] = Endpoint(
             adapter,
             framing=framing,
             max_datagram_size=transport.max_datagram_size,
             max_queue=max_queue,
             check_source=check_source,
-            delivery_log=DeliveryLog(
-                ttl=dedup_ttl, capacity=dedup_capacity, reply_bytes=reply_cache_bytes
-            ),
-            rtt=RttTable(),
-            rng=random.Random(seed),
+            dedup_ttl=dedup_ttl,
+            dedup_capacity=dedup_capacity,
+            reply_cache_bytes=reply_cache_bytes,
+            seed=seed,
             report=self._report_drop,
         )
-        self._timeout = timeout
+        self._core = core
         self._retry = retry
         self._notify_retry = notify_retry if notify_retry is not None else ADAPTIVE
+        # Admission: room among max_pending calls (the hot path checks the count
+        # inline against _max_pending) and readers waiting for a message.
+        self._room = Room(loop, max_pending, core.in_flight)
         self._max_pending = max_pending
+        self._readers = Waiters(loop)
         self._addrs: dict[Any, Address] = {}
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._room: deque[asyncio.Future[None]] = deque()
+        self._resolving: set[asyncio.Task[Address]] = set()
         # Takes every incoming message as it arrives instead of the queue's readers
         # (a Server with a plain-function handler); see _consume_with().
         self._consumer: Callable[[Received[M]], None] | None = None
@@ -160,7 +159,7 @@ class Dispatcher(Generic[M]):
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters (see :class:`aiodisp.Stats`)."""
-        return self._core.counters.snapshot()
+        return self._core.stats()
 
     @property
     def pending(self) -> int:
@@ -174,7 +173,11 @@ class Dispatcher(Generic[M]):
 
     def rto(self, addr: Address) -> float:
         """The adaptive retransmission timeout now estimated for ``addr``."""
-        return self._core.rtt.rto(self._addrs.get(addr, addr))
+        try:
+            dest = self._addrs.get(addr, addr)
+        except TypeError:
+            dest = addr
+        return self._core.rto(dest)
 
     # ------------------------------------------------------------------ calls
 
@@ -188,27 +191,39 @@ class Dispatcher(Generic[M]):
     ) -> M:
         """Send ``msg`` to ``addr`` and return the reply with the same key.
 
-        ``timeout`` (default: the dispatcher's) bounds the whole call; ``retry``
-        (default: the dispatcher's ``retry``, else one send) says when to send
-        the same datagram again. Raises :class:`RequestTimeout` when the timeout
-        passes or the policy is spent, :class:`DuplicateKeyError` if the key is
-        already pending, :class:`AdapterError`, :class:`MessageTooLarge`,
-        :class:`TransportError` or :class:`DispatcherClosed`.
+        ``timeout`` (default: the dispatcher's) bounds the whole call, name
+        resolution included; ``retry`` (default: the dispatcher's ``retry``,
+        else one send) says when to send the same datagram again. Raises
+        :class:`RequestTimeout` when the timeout passes or the policy is spent,
+        :class:`DuplicateKeyError` if the key is already pending,
+        :class:`AdapterError`, :class:`MessageTooLarge`, :class:`TransportError`
+        or :class:`DispatcherClosed`; ``ValueError`` / ``TypeError`` for a
+        timeout that is not None or a positive finite number.
         """
         # _notify_call() for a request, written out: the hot path of the library,
         # one coroutine frame per request instead of a call and a coroutine.
+        # tests/driver/test_call_copies.py drives both through the same cases.
         if self._closed:
             raise DispatcherClosed()
-        dest = self._addrs.get(addr)
-        if dest is None:
-            dest = await self._resolve(addr)
-        loop = self._loop
-        now = loop.time()
         if timeout is None:
             timeout = self._timeout
+        else:
+            try:
+                if not 0.0 < timeout < _INF:
+                    raise _bad_timeout(timeout)
+            except TypeError:
+                raise _bad_timeout(timeout) from None
+        try:
+            dest = self._addrs.get(addr)
+        except TypeError:
+            dest = None
+        if dest is None:
+            dest, timeout = await self._resolve(addr, timeout)
+        loop = self._loop
+        now = loop.time()
         core = self._core
         if len(core.waiting) + len(core.acking) >= self._max_pending:
-            now, timeout = await self._wait_for_room(now, timeout)
+            now, timeout = await self._wait_for_room(now, timeout, msg, dest)
         fut = loop.create_future()
         try:
             p = core.start_request(
@@ -220,11 +235,11 @@ class Dispatcher(Generic[M]):
         try:
             try:
                 blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
-            except OSError as exc:
+            except Exception as exc:
                 self._first_send_failed(p, dest, exc)
                 blocked = False
             if blocked:
-                await self._wait_writable(p.deadline)
+                await self._wait_writable(p, dest)
             if p.due < self._armed_at:
                 self._arm(p.due)
             reply: M = await fut
@@ -232,7 +247,8 @@ class Dispatcher(Generic[M]):
         finally:
             if not p.done:
                 core.cancel(p)
-                self._room_freed()
+                if self._room:
+                    self._room.freed()
 
     async def notify(
         self,
@@ -272,22 +288,57 @@ class Dispatcher(Generic[M]):
         # A plain method returning the coroutine: no extra frame on the serving hot path.
         return self._send_oneway(msg, addr, None)
 
+    def send_nowait(self, msg: M, addr: Address) -> None:
+        """Send ``msg`` once, now, from plain (not async) code; nothing is confirmed.
+
+        Raises what :meth:`notify_unreliable` raises, and :class:`TransportError`
+        when the transport cannot take the datagram now (its send queue for
+        ``addr`` is full): nothing waits. ``addr`` is used as given unless an
+        earlier call resolved it: pass a numeric address, or the ``addr`` of a
+        :class:`Received`. This is also the serving seam: an inline handler's
+        reply goes out through it.
+        """
+        if self._closed:
+            raise DispatcherClosed()
+        try:
+            dest = self._addrs.get(addr, addr)
+        except TypeError:
+            raise TransportError(f"{addr!r} is not an address: it is unhashable") from None
+        frame = self._core.frame_oneway(msg, dest)
+        try:
+            blocked = self._send(frame, dest)
+        except Exception as exc:
+            raise TransportError.cannot_send(dest, exc) from exc.__cause__ or exc
+        if blocked:
+            raise TransportError(
+                f"cannot send to {dest!r} now: the transport's send queue is full"
+            )
+
     async def _notify_call(
         self, msg: M, addr: Address, timeout: float | None, policy: RetryPolicy
     ) -> None:
         """Register a notify in the core, send it, and wait for its ACK (as request() does)."""
         if self._closed:
             raise DispatcherClosed()
-        dest = self._addrs.get(addr)
-        if dest is None:
-            dest = await self._resolve(addr)
-        loop = self._loop
-        now = loop.time()
         if timeout is None:
             timeout = self._timeout
+        else:
+            try:
+                if not 0.0 < timeout < _INF:
+                    raise _bad_timeout(timeout)
+            except TypeError:
+                raise _bad_timeout(timeout) from None
+        try:
+            dest = self._addrs.get(addr)
+        except TypeError:
+            dest = None
+        if dest is None:
+            dest, timeout = await self._resolve(addr, timeout)
+        loop = self._loop
+        now = loop.time()
         core = self._core
         if len(core.waiting) + len(core.acking) >= self._max_pending:
-            now, timeout = await self._wait_for_room(now, timeout)
+            now, timeout = await self._wait_for_room(now, timeout, msg, dest)
         fut = loop.create_future()
         try:
             p = core.start_notify(msg, dest, fut, now, timeout, policy)
@@ -297,56 +348,75 @@ class Dispatcher(Generic[M]):
         try:
             try:
                 blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
-            except OSError as exc:
+            except Exception as exc:
                 self._first_send_failed(p, dest, exc)
                 blocked = False
             if blocked:
-                await self._wait_writable(p.deadline)
+                await self._wait_writable(p, dest)
             if p.due < self._armed_at:
                 self._arm(p.due)
             await fut
         finally:
             if not p.done:
                 core.cancel(p)
-                self._room_freed()
+                if self._room:
+                    self._room.freed()
 
     def _not_started(self) -> None:
         """A call failed before it was registered: pass on the room it will not use."""
         if self._room:
-            self._room_freed()
+            self._room.freed()
 
-    def _first_send_failed(self, p: Pending, dest: Address, exc: OSError) -> None:
+    def _first_send_failed(self, p: Pending, dest: Address, exc: Exception) -> None:
         """Raise the error of a failed first send, or count it as a loss the policy repairs.
 
-        ``exc`` is a TransportError, or the OS error of a bare carrier.
+        ``exc`` is a TransportError, or the error of a bare carrier. A call that
+        raises here was never sent: it is counted neither as sent nor as cancelled.
         """
         if p.policy is None or not _transient(exc):
-            raise _transport_error(exc, dest) from exc.__cause__ or exc
+            self._core.unsent(p)
+            raise TransportError.cannot_send(dest, exc) from exc.__cause__ or exc
         self._send_failed(dest, exc)  # a loss like any other: the policy resends
 
     async def _send_oneway(self, msg: M, addr: Address, timeout: float | None) -> None:
         if self._closed:
             raise DispatcherClosed()
-        dest = self._addrs.get(addr)
+        timeout = self._timeout if timeout is None else _checked_timeout(timeout)
+        try:
+            dest = self._addrs.get(addr)
+        except TypeError:
+            dest = None
         if dest is None:
-            dest = await self._resolve(addr)
+            dest, timeout = await self._resolve(addr, timeout)
         frame = self._core.frame_oneway(msg, dest)
         try:
             blocked = self._send(frame, dest)
-        except OSError as exc:
-            raise _transport_error(exc, dest) from exc.__cause__ or exc
+        except Exception as exc:
+            raise TransportError.cannot_send(dest, exc) from exc.__cause__ or exc
         if blocked:
-            wait = self._timeout if timeout is None else timeout
-            await self._wait_writable(self._loop.time() + wait)
+            deadline = self._loop.time() + timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._transport.wait_writable()
+            except TimeoutError:
+                raise RequestTimeout(
+                    waited_for="send room", addr=dest, attempts=1, elapsed=timeout
+                ) from None
+            if self._closed:
+                raise DispatcherClosed()
 
-    async def _wait_writable(self, deadline: float) -> None:
-        """Wait for room in the transport's send queue, until ``deadline``."""
+    async def _wait_writable(self, p: Pending, dest: Address) -> None:
+        """Wait for room in the transport's send queue, within the call's deadline."""
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(p.deadline):
                 await self._transport.wait_writable()
         except TimeoutError:
             raise RequestTimeout(
-                "the transport's send queue stayed full until the timeout"
+                waited_for="send room",
+                key=p.key,
+                addr=dest,
+                attempts=p.attempts,
+                elapsed=self._loop.time() - p.sent_at,
             ) from None
         if self._closed:
             raise DispatcherClosed()
@@ -358,17 +428,16 @@ class Dispatcher(Generic[M]):
         dispatcher's) passes, :class:`DispatcherClosed` once closed.
         """
         inbox = self._core.inbox
+        wait = self._timeout if timeout is None else _checked_timeout(timeout)
         if inbox and not self._closed:
-            self._core.counters.consumed += 1
             return inbox.popleft()
-        wait = self._timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(wait):
                 return await self._get()
         except TimeoutError:
             if self._closed:
                 raise DispatcherClosed() from None
-            raise RequestTimeout(f"no message arrived within {wait:g} s") from None
+            raise RequestTimeout(waited_for="message", elapsed=wait) from None
 
     async def _get(self) -> Received[M]:
         inbox = self._core.inbox
@@ -376,19 +445,8 @@ class Dispatcher(Generic[M]):
             if self._closed:
                 raise DispatcherClosed()
             if inbox:
-                self._core.counters.consumed += 1
                 return inbox.popleft()
-            fut: asyncio.Future[None] = self._loop.create_future()
-            self._getters.append(fut)
-            try:
-                await fut
-            except BaseException:
-                if fut.done() and not fut.cancelled():
-                    self._wake_getters()  # pass our wake-up on to another reader
-                else:
-                    fut.cancel()
-                    _discard(self._getters, fut)
-                raise
+            await self._readers.wait()
 
     def __aiter__(self) -> Self:
         return self
@@ -396,7 +454,6 @@ class Dispatcher(Generic[M]):
     async def __anext__(self) -> Received[M]:
         inbox = self._core.inbox
         if inbox and not self._closed:  # the common case under load: no wait, no extra frame
-            self._core.counters.consumed += 1
             return inbox.popleft()
         try:
             return await self._get()
@@ -433,20 +490,19 @@ class Dispatcher(Generic[M]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._armed_at = math.inf
+        self._armed_at = _INF
         self._transport.close()
         self._log.flush()
-        self._stop_consuming()
+        self._stop_consuming(self._consumer)
+        for task in self._resolving:
+            task.cancel()
         for p in self._core.close():
             waiter = p.waiter
             p.waiter = None
             if waiter is not None and not waiter.done():
                 waiter.set_exception(DispatcherClosed("the dispatcher closed while waiting"))
-        for queue in (self._getters, self._room):
-            while queue:
-                fut = queue.popleft()
-                if not fut.done():
-                    fut.set_result(None)  # the woken call sees _closed and raises
+        self._readers.wake_all()  # each woken call sees _closed and raises
+        self._room.release_all()
         await asyncio.sleep(0)
 
     async def __aenter__(self) -> Self:
@@ -471,7 +527,7 @@ class Dispatcher(Generic[M]):
             if not waiter.done():
                 waiter.set_result(p.result)
             if self._room:
-                self._room_freed()
+                self._room.freed()
             if core.outbox:
                 self._flush()
             return  # a completed call queues nothing for the application
@@ -481,35 +537,27 @@ class Dispatcher(Generic[M]):
         if inbox:
             consumer = self._consumer
             if consumer is not None:  # (never set once closed)
-                core.counters.consumed += 1
                 consumer(inbox.popleft())
                 if inbox:  # only if the consumer changed meanwhile, or let some wait
                     self._consume()
-            elif self._getters:
-                self._wake_getters()
+            elif self._readers:
+                self._readers.wake(len(inbox))
 
     def error_received(self, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
         self._log(logging.WARNING, "transport", "transport error: %s", exc)
 
-    # ------------------------------------------------------------------ internals
-
-    def _flush(self) -> None:
-        outbox = self._core.outbox
-        send = self._send
-        for data, addr in outbox:
-            try:
-                send(data, addr)
-            except OSError as exc:
-                self._send_failed(addr, exc)
-        outbox.clear()
+    # ------------------------------------------------------------------ the serving seam
 
     def _consume_with(self, consumer: Callable[[Received[M]], None]) -> asyncio.Future[None]:
         """Hand every incoming message to ``consumer`` as it arrives, not to the queue.
 
-        Messages already queued are handed over at once. Returns a future that
-        completes when :meth:`_stop_consuming` is called or the dispatcher closes.
-        Meanwhile readers of recv_from() and ``async for`` get nothing.
+        The seam an inline server (:mod:`aiodisp._serve`) uses, with
+        :meth:`send_nowait` for its replies. Messages already queued are handed
+        over at once. Returns a future that completes when
+        :meth:`_stop_consuming` is called with the same consumer, or the
+        dispatcher closes. Meanwhile readers of recv_from() and ``async for``
+        get nothing. The consumer runs only while the dispatcher is open.
         """
         if self._consumer is not None:
             raise RuntimeError("this dispatcher already hands its messages to a consumer")
@@ -523,37 +571,43 @@ class Dispatcher(Generic[M]):
             self._consume()
         return stopped
 
-    def _stop_consuming(self) -> None:
-        """Undo :meth:`_consume_with`: messages queue for readers again."""
+    def _stop_consuming(self, consumer: Callable[[Received[M]], None] | None) -> None:
+        """Undo :meth:`_consume_with` for ``consumer`` (if it is still the one)."""
+        if consumer is None or consumer is not self._consumer:
+            return
         self._consumer = None
         stopped, self._consumer_stopped = self._consumer_stopped, None
         if stopped is not None and not stopped.done():
             stopped.set_result(None)
-        if self._core.inbox and self._getters:
-            self._wake_getters()
+        if self._core.inbox and self._readers:
+            self._readers.wake(len(self._core.inbox))
 
     def _consume(self) -> None:
         inbox = self._core.inbox
-        counters = self._core.counters
         while inbox:
             consumer = self._consumer
             if consumer is None or self._closed:
                 return
-            counters.consumed += 1
             consumer(inbox.popleft())
+
+    # ------------------------------------------------------------------ internals
+
+    def _flush(self) -> None:
+        """Send the core's outbox: every datagram is tried, whatever the others do."""
+        outbox = self._core.outbox
+        send = self._send
+        try:
+            for data, addr in outbox:
+                try:
+                    send(data, addr)
+                except Exception as exc:  # a failed ACK or cached reply: counted, not fatal
+                    self._send_failed(addr, exc)
+        finally:
+            outbox.clear()
 
     def _send_failed(self, addr: Address, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
         self._log(logging.WARNING, "send", "could not send to %r: %s", addr, exc)
-
-    def _wake_getters(self) -> None:
-        getters = self._getters
-        n = len(self._core.inbox)
-        while getters and n:
-            fut = getters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                n -= 1
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -563,62 +617,68 @@ class Dispatcher(Generic[M]):
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._armed_at = math.inf
+        self._armed_at = _INF
         core = self._core
-        expired = core.handle_timer(self._loop.time() + _TIMER_SLACK)
-        if core.outbox:
-            self._flush()
-        for p in expired:
-            waiter = p.waiter
-            p.waiter = None
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(_timeout_error(p, self._loop.time()))
-        if expired and self._room:
-            self._room_freed()
-        when = core.next_deadline()
-        if when is not None:
-            self._arm(when)
+        now = self._loop.time()
+        try:
+            expired = core.handle_timer(now + _TIMER_SLACK)
+            if core.outbox:
+                self._flush()
+            for p in expired:
+                waiter = p.waiter
+                p.waiter = None
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(_timeout_error(p, now))
+            if expired and self._room:
+                self._room.freed()
+        finally:
+            when = core.next_deadline()
+            if when is not None and not self._closed:
+                self._arm(when)
 
-    async def _wait_for_room(self, now: float, timeout: float) -> tuple[float, float]:
+    async def _wait_for_room(
+        self, now: float, timeout: float, msg: M, dest: Address
+    ) -> tuple[float, float]:
         """Wait until fewer than max_pending calls are in flight; return (now, time left)."""
-        loop = self._loop
         deadline = now + timeout
-        while self._core.pending_count >= self._max_pending:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._room.append(fut)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await fut
-            except BaseException as exc:
-                if fut.done() and not fut.cancelled():
-                    self._room_freed()  # woken but leaving: pass the room on
-                else:
-                    fut.cancel()
-                    _discard(self._room, fut)
-                if not isinstance(exc, TimeoutError):
-                    raise
-                raise RequestTimeout(
-                    f"no room among the {self._max_pending} pending calls before the timeout"
-                ) from None
-            if self._closed:
-                raise DispatcherClosed()
-        now = loop.time()
+        try:
+            await self._room.wait(deadline, lambda: self._closed)
+        except TimeoutError:
+            raise RequestTimeout(
+                waited_for="room",
+                key=_key_or_none(self._core, msg),
+                addr=dest,
+                elapsed=timeout,
+                limit=self._max_pending,
+            ) from None
+        if self._closed:
+            raise DispatcherClosed()
+        now = self._loop.time()
         return now, max(deadline - now, 0.0)
 
-    def _room_freed(self) -> None:
-        room = self._room
-        free = self._max_pending - self._core.pending_count
-        while room and free > 0:
-            fut = room.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                free -= 1
+    async def _resolve(self, addr: Any, timeout: float) -> tuple[Address, float]:
+        """``addr`` in the transport's form, and the time left of ``timeout`` after it.
 
-    async def _resolve(self, addr: Any) -> Address:
+        Resolution counts inside the call's timeout, and close() interrupts it.
+        """
+        loop = self._loop
+        start = loop.time()
+        task = loop.create_task(self._transport.resolve(addr))
+        self._resolving.add(task)
         try:
-            dest = await self._transport.resolve(addr)
+            async with asyncio.timeout(timeout):
+                dest = await task
+        except TimeoutError:
+            raise RequestTimeout(waited_for="address", addr=addr, elapsed=timeout) from None
+        except asyncio.CancelledError:
+            if self._closed and task.cancelled():
+                raise DispatcherClosed() from None
+            raise
         except TypeError as exc:
             raise TransportError(f"{addr!r} is not an address: {exc}") from exc
+        finally:
+            self._resolving.discard(task)
+            task.cancel()
         if self._closed:
             raise DispatcherClosed()
         addrs = self._addrs
@@ -628,7 +688,7 @@ class Dispatcher(Generic[M]):
             addrs[addr] = dest
         except TypeError:
             pass  # an unhashable address is resolved on every call
-        return dest
+        return dest, max(timeout - (loop.time() - start), 0.0)
 
     def _report_drop(self, reason: str, addr: Address, detail: object) -> None:
         self._log(logging.WARNING, reason, "dropped a datagram from %r: %s (%s)", addr, reason,
@@ -645,29 +705,40 @@ _TRANSIENT_ERRNOS = frozenset(
 )
 
 
-def _transient(exc: OSError) -> bool:
+def _transient(exc: Exception) -> bool:
     cause = exc.__cause__ if isinstance(exc, TransportError) else exc
     return isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS
 
 
-def _transport_error(exc: OSError, addr: Address) -> TransportError:
-    if isinstance(exc, TransportError):
-        return exc
-    return TransportError(f"cannot send to {addr!r}: {exc}")
+def _checked_timeout(timeout: object, what: str = "timeout") -> float:
+    """``timeout`` if it is a positive finite number of seconds; else the error to raise."""
+    try:
+        if 0.0 < timeout < _INF:  # type: ignore[operator]
+            return timeout  # type: ignore[return-value]
+    except TypeError:
+        pass
+    raise _bad_timeout(timeout, what)
 
 
-def _discard(queue: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
-    with contextlib.suppress(ValueError):
-        queue.remove(fut)
+def _bad_timeout(timeout: object, what: str = "timeout") -> Exception:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        return TypeError(f"{what} must be None or a number of seconds, not {timeout!r}")
+    return ValueError(f"{what} must be None or a positive finite number of seconds, "
+                      f"not {timeout!r}")
+
+
+def _key_or_none(core: Endpoint[Any], msg: Any) -> Any:
+    try:
+        return core.key_of(msg)
+    except Exception:
+        return None
 
 
 def _timeout_error(p: Pending, now: float) -> RequestTimeout:
-    what = "reply to request" if p.kind == REQUEST else "ACK for notify"
-    key: Hashable = p.key
     return RequestTimeout(
-        f"no {what} {key!r} from {p.addr!r} after {p.attempts} attempt(s) "
-        f"in {now - p.sent_at:.3f} s",
-        key=key,
+        waited_for="reply" if p.kind == REQUEST else "ack",
+        key=p.key,
         addr=p.addr,
         attempts=p.attempts,
+        elapsed=now - p.sent_at,
     )

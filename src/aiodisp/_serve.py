@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._ratelog import RateLimitedLog
-from .errors import DispatcherClosed, DispatchError, TransportError
+from .errors import DispatcherClosed, DispatchError
 
 if TYPE_CHECKING:
     from ._core.endpoint import Received
@@ -147,14 +147,14 @@ class Server(Generic[M]):
     async def _run_inline(self, room: asyncio.Semaphore) -> None:
         """Call the handler from the receive path until the dispatcher closes.
 
-        If the handler returns an awaitable after all, that one runs as a task
-        and serving goes on as for a coroutine handler (``self._inline`` is off).
+        Meets the dispatcher through its serving seam only: ``_consume_with`` /
+        ``_stop_consuming`` to take each message as it arrives, ``send_nowait``
+        for the reply. If the handler returns an awaitable after all, that one
+        runs as a task and serving goes on as for a coroutine handler
+        (``self._inline`` is off).
         """
         d = self._dispatcher
-        # notify_unreliable() without its coroutine: the consumer runs only while the
-        # dispatcher is open, and the address came from its transport as it is.
-        frame_oneway = d._core.frame_oneway
-        transport_send = d._send
+        send_nowait = d.send_nowait
         handler = self._handler
 
         def handle_now(item: Received[M]) -> None:
@@ -162,34 +162,30 @@ class Server(Generic[M]):
             self._handled += 1
             try:
                 reply = handler(msg, addr)
-            except Exception as exc:
-                self._errors += 1
-                self._report("handler", exc, msg, addr)
+            except (Exception, asyncio.CancelledError) as exc:
+                # (a CancelledError here is the handler's own: it must not end the loop)
+                self._handler_raised(exc, msg, addr)
                 return
             if reply is None:
                 return
             if hasattr(reply, "__await__"):
                 self._inline = False  # not a plain function after all: serve with tasks
-                d._stop_consuming()
+                d._stop_consuming(handle_now)
                 task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 return
             try:
-                transport_send(frame_oneway(reply, addr), addr)
-            except (DispatchError, OSError) as exc:  # AdapterError, MessageTooLarge, the OS's
-                error = exc if isinstance(exc, DispatchError) else TransportError(
-                    f"cannot send to {addr!r}: {exc}")
-                self._send_errors += 1
-                self._report("reply", error, msg, addr)
+                send_nowait(reply, addr)
+            except DispatchError as exc:  # AdapterError, MessageTooLarge, TransportError
+                self._reply_failed(exc, msg, addr)
                 return
             self._replied += 1
 
         try:
             await d._consume_with(handle_now)
         finally:
-            if d._consumer is handle_now:
-                d._stop_consuming()
+            d._stop_consuming(handle_now)
 
     async def _finish_awaitable(
         self, reply: Awaitable[M | None], msg: M, addr: Any, room: asyncio.Semaphore
@@ -197,31 +193,40 @@ class Server(Generic[M]):
         async with room:  # a slot among ``concurrency``, like every handler task
             await self._handle(msg, addr, reply)
 
-    async def _handle(self, msg: M, addr: Any, started: Awaitable[M | None] | None = None) -> None:
+    async def _handle(
+        self, msg: M, addr: Any, started: Awaitable[M | None] | M | None = None
+    ) -> None:
         try:
             if started is None:
-                started = cast("Awaitable[M | None]", self._handler(msg, addr))
-            reply = await started
+                started = self._handler(msg, addr)
+            # a plain handler that returned a plain reply this time: nothing to await
+            reply = await started if inspect.isawaitable(started) else started
         except asyncio.CancelledError:
             self._cancelled += 1
             raise
         except Exception as exc:
-            self._errors += 1
-            self._report("handler", exc, msg, addr)
+            self._handler_raised(exc, msg, addr)
             return
         if reply is None:
             return
         try:
-            await self._dispatcher.notify_unreliable(reply, addr)
+            await self._dispatcher.notify_unreliable(cast("M", reply), addr)
         except DispatcherClosed:
             return  # closing: the reply can no longer go out
         except DispatchError as exc:
-            self._send_errors += 1
-            self._report("reply", exc, msg, addr)
+            self._reply_failed(exc, msg, addr)
             return
         self._replied += 1
 
-    def _report(self, kind: str, exc: Exception, msg: M, addr: Any) -> None:
+    def _handler_raised(self, exc: BaseException, msg: M, addr: Any) -> None:
+        self._errors += 1
+        self._report("handler", exc, msg, addr)
+
+    def _reply_failed(self, exc: DispatchError, msg: M, addr: Any) -> None:
+        self._send_errors += 1
+        self._report("reply", exc, msg, addr)
+
+    def _report(self, kind: str, exc: BaseException, msg: M, addr: Any) -> None:
         what = "the handler raised" if kind == "handler" else "could not send the reply"
         self._log(
             logging.ERROR,

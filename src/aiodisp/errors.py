@@ -28,21 +28,59 @@ class DispatchError(Exception):
 class RequestTimeout(DispatchError, TimeoutError):
     """A request, notify or recv_from call ran out of time or of retries.
 
-    ``attempts`` is how many times the datagram was sent (0 for recv_from).
+    The message is written from the facts, which are kept as attributes:
+    ``waited_for`` (what did not come: ``"reply"``, ``"ack"``, ``"message"``,
+    ``"room"`` among the pending calls, ``"send room"`` in the transport's
+    queue), ``key``, ``addr``, ``attempts`` (how many times the datagram was
+    sent; 0 when it never was) and ``elapsed`` (seconds, when known).
+
+    A timed-out request or notify may still have reached the peer, and the peer
+    may have acted on it: only its reply or ACK was not seen in time. Retrying
+    it is safe over ACK framing when the peer is an aiodisp dispatcher (a copy
+    within the dedup window is answered from its reply cache), and otherwise
+    only if the operation is idempotent.
     """
 
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
         *,
+        waited_for: str = "reply",
         key: Hashable | None = None,
         addr: Any = None,
         attempts: int = 0,
+        elapsed: float | None = None,
+        limit: int | None = None,
     ) -> None:
-        super().__init__(message)
+        self.waited_for = waited_for
         self.key = key
         self.addr = addr
         self.attempts = attempts
+        self.elapsed = elapsed
+        super().__init__(message if message is not None else self._sentence(limit))
+
+    def _sentence(self, limit: int | None) -> str:
+        took = f" in {self.elapsed:.3f} s" if self.elapsed is not None else ""
+        call = "" if self.key is None else f" {self.key!r}"
+        peer = "" if self.addr is None else f" to {self.addr!r}"
+        if self.waited_for == "reply":
+            return (f"no reply to request{call} from {self.addr!r} after "
+                    f"{self.attempts} attempt(s){took}")
+        if self.waited_for == "ack":
+            return (f"no ACK for notify{call} from {self.addr!r} after "
+                    f"{self.attempts} attempt(s){took}")
+        if self.waited_for == "message":
+            within = f" within {self.elapsed:g} s" if self.elapsed is not None else ""
+            return f"no message arrived{within}"
+        if self.waited_for == "room":
+            among = f" among the {limit} pending calls" if limit is not None else ""
+            return f"no room{among} for call{call}{peer} before its timeout{took}"
+        if self.waited_for == "send room":
+            return (f"the transport's send queue stayed full until the timeout of call{call}"
+                    f"{peer} (sent {self.attempts} time(s)){took}")
+        if self.waited_for == "address":
+            return f"could not resolve {self.addr!r} before the timeout{took}"
+        return f"no {self.waited_for} for call{call}{peer}{took}"
 
 
 class DispatcherClosed(DispatchError):
@@ -66,6 +104,17 @@ class AdapterError(DispatchError):
 
 class TransportError(DispatchError, OSError):
     """The transport could not send (the OS error is chained)."""
+
+    @classmethod
+    def cannot_send(cls, addr: Any, cause: BaseException) -> TransportError:
+        """The error for a datagram to ``addr`` that failed with ``cause`` (chain it)."""
+        if isinstance(cause, TransportError):
+            return cause
+        error = cls(f"cannot send to {addr!r}: {cause}")
+        error.addr = addr
+        return error
+
+    addr: Any = None
 
 
 class MessageTooLarge(DispatchError, ValueError):

@@ -79,7 +79,8 @@ RECEIVED_PARTS = (
     "unknown_acks", "header_errors", "decode_errors", "empty", "oversize", "duplicates",
     "queue_drops",
 )
-COUNTED = tuple(name for name in STAT_FIELDS if name not in ("sent", "received"))
+#: Counted directly; ``sent``, ``received`` and ``consumed`` are derived from the others.
+COUNTED = tuple(name for name in STAT_FIELDS if name not in ("sent", "received", "consumed"))
 
 
 class Counters:
@@ -96,7 +97,6 @@ class Counters:
     timeouts: int
     cancelled: int
     delivered: int
-    consumed: int
     unknown_replies: int
     wrong_source: int
     unknown_acks: int
@@ -122,6 +122,8 @@ class Counters:
     def received(self) -> int:
         return sum(getattr(self, name) for name in RECEIVED_PARTS)
 
-    def snapshot(self) -> Stats:
+    def snapshot(self, *, queued: int = 0) -> Stats:
+        """The counters now; ``queued`` messages are delivered but not yet consumed."""
         values = {name: getattr(self, name) for name in COUNTED}
-        return Stats(sent=self.sent, received=self.received, **values)
+        consumed = self.delivered - queued - self.discarded_on_close
+        return Stats(sent=self.sent, received=self.received, consumed=consumed, **values)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ class Waiter:
 
 def endpoint(framing: str = "ack", adapter: Any = None, **kw: Any) -> Endpoint[Any]:
     return Endpoint(
-        adapter or KeyAdapter(), framing=framing, rng=random.Random(1), **kw  # type: ignore[arg-type]
+        adapter or KeyAdapter(), framing=framing, seed=1, **kw  # type: ignore[arg-type]
     )
 
 
@@ -415,7 +414,7 @@ def test_a_replayed_request_gets_its_cached_reply_a_bounded_number_of_times() ->
 
 def test_a_copy_arriving_after_its_entry_expired_is_delivered_and_answered_afresh() -> None:
     client = endpoint()
-    server = endpoint(delivery_log=DeliveryLog(ttl=1.0))
+    server = endpoint(dedup_ttl=1.0)
     p = client.start_request((5, b"q"), B, Waiter(), 0.0, 5.0, RetryPolicy(initial_timeout=0.1))
     assert p.frame is not None
     server.receive(p.frame, A, 0.0)

@@ -26,8 +26,8 @@ class Net:
         self.loss, self.dup, self.reorder = loss, dup, reorder
         self.now = 0.0
         self.ends = {
-            A: Endpoint(FlagAdapter(), rng=random.Random(seed + 1), max_queue=max_queue),
-            B: Endpoint(FlagAdapter(), rng=random.Random(seed + 2), max_queue=max_queue),
+            A: Endpoint(FlagAdapter(), seed=seed + 1, max_queue=max_queue),
+            B: Endpoint(FlagAdapter(), seed=seed + 2, max_queue=max_queue),
         }
         self.wire: list[tuple[float, int, bytes, Any, Any]] = []
         self.seq = 0

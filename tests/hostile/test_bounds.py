@@ -347,7 +347,7 @@ def test_rtt_table_keeps_at_most_its_capacity_of_peers() -> None:
 def test_forged_replies_and_acks_create_no_state() -> None:
     """Nothing an unsolicited peer sends makes the endpoint's tables grow."""
     e: Endpoint[Any] = Endpoint(KeyAdapter(), max_queue=8,
-                                delivery_log=DeliveryLog(capacity=16))
+                                dedup_capacity=16)
     evil = ("10.6.6.6", 666)
     for i in range(5000):
         e.receive(pack_header(2, i), evil, i * 1e-3)  # ACKs for ids never sent

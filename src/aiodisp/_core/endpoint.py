@@ -1,20 +1,11 @@
-"""The protocol state of one dispatcher, with no I/O.
+"""The protocol state of one dispatcher, with no I/O: the core.
 
 :class:`Endpoint` turns outgoing messages into datagrams, incoming datagrams
 into deliveries and completions, and the passing of time into retransmissions
-and timeouts. Every entry point takes ``now`` (seconds, any monotonic clock);
-what must be sent is appended to :attr:`Endpoint.outbox` as ``(datagram, addr)``
-pairs; messages for the application are appended to :attr:`Endpoint.inbox`.
-The driver tells it the time, sends the outbox and wakes whoever waits.
-
-The tables:
-
-* ``waiting``: pending requests by key (a key is pending at most once);
-* ``acking``: notifies waiting for their ACK, by packet id (ACK framing);
-* the schedule (:mod:`.schedule`), giving each pending call its next event
-  (a retransmission or the end of its wait);
-* the delivery log (duplicate and reply caches, ACK framing);
-* the RTT table that sizes adaptive retransmission timeouts.
+and timeouts. It owns every table (see :class:`Endpoint`); the driver
+(:mod:`aiodisp._dispatcher`) owns the loop, the transport and the futures, and
+meets the core only through the contract written in :class:`Endpoint`'s
+docstring.
 """
 
 from __future__ import annotations
@@ -24,12 +15,12 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .._adapter import MessageAdapter
 from ..errors import AdapterError, DuplicateKeyError, MessageTooLarge
 from ..retry import RetryPolicy
-from ..stats import Counters
+from ..stats import Counters, Stats
 from .delivery_log import DeliveryLog
 from .framing import (
     FLAG_ACK,
@@ -42,106 +33,20 @@ from .framing import (
     pack_word,
     unpack_word,
 )
+from .pending import NOTIFY, REQUEST, Pending, _alloc, new_pending
+from .received import Received
 from .rtt import RttTable
 from .schedule import Lane, Schedule
+
+__all__ = ["Endpoint", "Pending", "Received", "Reporter"]
 
 M = TypeVar("M")
 Address = Any
 #: ``report(reason, addr, detail)`` is told of every dropped datagram.
 Reporter = Callable[[str, Address, object], None]
 
-REQUEST = 0
-NOTIFY = 1
 #: Bytes above which an empty table is replaced by a new one.
 _SHRINK_ABOVE = 64 * 1024
-
-
-class Received(NamedTuple, Generic[M]):
-    """A message for the application: the message, its size in bytes and its sender.
-
-    ``size`` is the length of the adapter's bytes (the datagram less any framing
-    header); ``addr`` has the form of the sender's ``local_addr`` and can be passed
-    back to any send call.
-    """
-
-    msg: M
-    size: int
-    addr: Address
-
-
-class Pending:
-    """One call waiting for its reply (request) or its ACK (notify)."""
-
-    __slots__ = (
-        "addr",
-        "attempts",
-        "deadline",
-        "done",
-        "due",
-        "frame",
-        "interval",
-        "key",
-        "kind",
-        "lane",
-        "max_attempts",
-        "packet_id",
-        "policy",
-        "result",
-        "sent_at",
-        "waiter",
-    )
-    # Set only when used (an unset slot costs nothing to create): max_attempts
-    # and interval by a retry policy, result on completion.
-    max_attempts: int | None
-    interval: float
-    result: Any
-
-    # No __init__: calling a class with a Python __init__ costs CPython 3.11 about
-    # three times what new_pending() does (a hot path: one per call).
-    kind: int
-    key: Hashable
-    addr: Address
-    frame: bytes | None
-    packet_id: int
-    waiter: Any
-    sent_at: float
-    deadline: float
-    attempts: int
-    policy: RetryPolicy | None
-    due: float
-    done: bool
-    lane: Lane | None
-
-
-_alloc = object.__new__
-
-
-def new_pending(
-    kind: int,
-    key: Hashable,
-    addr: Address,
-    frame: bytes,
-    packet_id: int,
-    waiter: Any,
-    now: float,
-    deadline: float,
-) -> Pending:
-    """A call sent once at ``now``, due at its ``deadline``, with no retry policy yet."""
-    p: Pending = _alloc(Pending)
-    p.kind = kind
-    p.key = key
-    p.addr = addr
-    p.frame = frame
-    p.packet_id = packet_id
-    p.waiter = waiter
-    p.sent_at = now
-    p.deadline = deadline
-    p.attempts = 1
-    p.policy = None
-    p.due = deadline
-    p.done = False
-    p.lane = None
-    return p
 
 
 #: The packet id of an ACK-framed datagram whose header word is not read yet (>= 0).
@@ -156,7 +61,58 @@ def _null_report(reason: str, addr: Address, detail: object) -> None:
 
 
 class Endpoint(Generic[M]):
-    """Sans-I/O state of one dispatcher: see the module docstring."""
+    """Sans-I/O state of one dispatcher.
+
+    **What drives it.** Every entry point takes ``now`` (seconds on any
+    monotonic clock) and none blocks, sleeps or touches a socket:
+
+    * calls: :meth:`start_request`, :meth:`start_notify` (register and frame a
+      call; the driver sends ``pending.frame``), :meth:`frame_oneway` (the
+      datagram of a message sent once), :meth:`cancel` (the caller stopped
+      waiting);
+    * datagrams: :meth:`receive` (returns the call it completes, if any);
+    * time: :meth:`handle_timer` (retransmits into the outbox; returns the calls
+      that timed out), and :meth:`next_deadline`, the one call that says when
+      the core next needs :meth:`handle_timer` (the driver arms one timer from
+      it; a call's first event is ``pending.due``, read once after it starts);
+    * :meth:`close` (returns the calls to fail).
+
+    **What it hands back.** Datagrams to send are appended to :attr:`outbox` as
+    ``(datagram, addr)`` pairs; the driver sends them all and clears it.
+    Messages for the application are appended to :attr:`inbox`; the driver
+    pops them from the left for readers (what was delivered and is no longer
+    queued or discarded is what the application consumed: ``stats()`` derives
+    it, so taking a message costs the driver nothing more). What is dropped is
+    counted in :attr:`counters` and told to ``report(reason, addr, detail)``.
+
+    **What the driver may touch, and why.** Method calls everywhere except on
+    the per-datagram and per-call hot paths, where a Python frame would cost
+    more than the work; there the driver reads these attributes:
+
+    * :attr:`outbox` and :attr:`inbox` (above);
+    * :attr:`waiting` and :attr:`acking`, only their ``len()``, for the room
+      check of a call (``pending_count`` is the same as a method);
+    * :attr:`counters`, to count transport errors and failed sends (the
+      driver's only counters);
+    * a :class:`Pending`'s ``frame`` (first send), ``due`` (arming the timer),
+      ``deadline``, ``policy``, ``attempts``, ``key``, ``addr``, ``kind``
+      (errors), ``done`` and ``result``, and its ``waiter`` (the driver's
+      future, which the core stores and never touches).
+
+    **The tables:** ``waiting`` (pending requests by key: a key is pending at
+    most once), ``acking`` (notifies waiting for their ACK, by packet id), the
+    schedule (:mod:`.schedule`: each pending call's next event), the delivery
+    log (:mod:`.delivery_log`: duplicate and reply caches, ACK framing) and the
+    RTT table (:mod:`.rtt`) that sizes adaptive retransmission timeouts. The
+    core builds them all from its options.
+
+    Options: ``framing``; ``max_datagram_size`` (larger outgoing datagrams raise
+    :class:`MessageTooLarge`, larger incoming ones are dropped); ``max_queue``
+    (the inbox bound); ``check_source`` (a reply or ACK counts only from the
+    call's destination); ``dedup_ttl``, ``dedup_capacity``,
+    ``reply_cache_bytes`` (the delivery log's bounds); ``seed`` (packet ids and
+    jitter; None: unpredictable).
+    """
 
     def __init__(
         self,
@@ -166,9 +122,10 @@ class Endpoint(Generic[M]):
         max_datagram_size: int = 65507,
         max_queue: int = 1024,
         check_source: bool = True,
-        delivery_log: DeliveryLog | None = None,
-        rtt: RttTable | None = None,
-        rng: random.Random | None = None,
+        dedup_ttl: float = 30.0,
+        dedup_capacity: int = 100_000,
+        reply_cache_bytes: int = 8 << 20,
+        seed: int | None = None,
         report: Reporter | None = None,
     ) -> None:
         if framing not in ("ack", "raw"):
@@ -185,9 +142,11 @@ class Endpoint(Generic[M]):
         self.max_datagram_size = max_datagram_size
         self.max_queue = max_queue
         self.check_source = check_source
-        self.log = delivery_log if delivery_log is not None else DeliveryLog()
-        self.rtt = rtt if rtt is not None else RttTable()
-        self.rng = rng if rng is not None else random.Random()
+        self.log = DeliveryLog(
+            ttl=dedup_ttl, capacity=dedup_capacity, reply_bytes=reply_cache_bytes
+        )
+        self.rtt = RttTable()
+        self.rng = random.Random(seed)
         self.report: Reporter = report if report is not None else _null_report
         self.counters = Counters()
         self._seen = self.log.by_id.get
@@ -378,6 +337,17 @@ class Endpoint(Generic[M]):
         if counted:
             self.counters.cancelled += 1
 
+    def unsent(self, p: Pending) -> None:
+        """Forget a call whose first datagram could not be sent (it was never made)."""
+        if p.done:
+            return
+        self._finish(p)
+        self.schedule.finished(p)
+        if p.kind == REQUEST:
+            self.counters.requests -= 1
+        else:
+            self.counters.notifies -= 1
+
     def _finish(self, p: Pending) -> None:
         p.done = True
         p.frame = None
@@ -391,10 +361,7 @@ class Endpoint(Generic[M]):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next run, or None when nothing waits."""
-        when = self.schedule.next_due()
-        if when is None:
-            self._shrink()
-        return when
+        return self.schedule.next_due()
 
     def _shrink(self) -> None:
         """Give back the tables' memory after a peak (a dict never shrinks by itself)."""
@@ -433,6 +400,8 @@ class Endpoint(Generic[M]):
             p.interval = interval
             p.due = min(now + interval, p.deadline)
             schedule.add(p)
+        if not self.waiting and not self.acking:
+            self._shrink()
         return expired
 
     def close(self) -> list[Pending]:
@@ -454,10 +423,26 @@ class Endpoint(Generic[M]):
         self._final_timeout = math.nan
         self._final_lane = None
 
-    @property
-    def pending_count(self) -> int:
+    def in_flight(self) -> int:
         """Requests and notifies in flight."""
         return len(self.waiting) + len(self.acking)
+
+    @property
+    def pending_count(self) -> int:
+        """Requests and notifies in flight (:meth:`in_flight` as a property)."""
+        return len(self.waiting) + len(self.acking)
+
+    def key_of(self, msg: M) -> Hashable:
+        """The key of ``msg`` (the adapter's ``msg_key``; its errors propagate)."""
+        return self._key_of(msg)
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters, with what the application consumed derived."""
+        return self.counters.snapshot(queued=len(self.inbox))
+
+    def rto(self, addr: Address) -> float:
+        """The adaptive retransmission timeout now estimated for ``addr``."""
+        return self.rtt.rto(addr)
 
     @property
     def heap_size(self) -> int:

@@ -1,0 +1,93 @@
+"""One call in flight: a request waiting for its reply, or a notify waiting for its ACK."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from ..retry import RetryPolicy
+from .schedule import Lane
+
+__all__ = ["NOTIFY", "REQUEST", "Pending", "new_pending"]
+
+Address = Any
+
+#: ``Pending.kind`` of a request (waits for a reply) ...
+REQUEST = 0
+#: ... and of a notify (waits for an ACK).
+NOTIFY = 1
+
+
+class Pending:
+    """One call waiting for its reply (request) or its ACK (notify)."""
+
+    __slots__ = (
+        "addr",
+        "attempts",
+        "deadline",
+        "done",
+        "due",
+        "frame",
+        "interval",
+        "key",
+        "kind",
+        "lane",
+        "max_attempts",
+        "packet_id",
+        "policy",
+        "result",
+        "sent_at",
+        "waiter",
+    )
+    # Set only when used (an unset slot costs nothing to create): max_attempts
+    # and interval by a retry policy, result on completion.
+    max_attempts: int | None
+    interval: float
+    result: Any
+
+    # No __init__: calling a class with a Python __init__ costs CPython 3.11 about
+    # three times what new_pending() does (a hot path: one per call).
+    kind: int
+    key: Hashable
+    addr: Address
+    frame: bytes | None
+    packet_id: int
+    waiter: Any
+    sent_at: float
+    deadline: float
+    attempts: int
+    policy: RetryPolicy | None
+    due: float
+    done: bool
+    lane: Lane | None
+
+
+_alloc = object.__new__
+
+
+def new_pending(
+    kind: int,
+    key: Hashable,
+    addr: Address,
+    frame: bytes,
+    packet_id: int,
+    waiter: Any,
+    now: float,
+    deadline: float,
+) -> Pending:
+    """A call sent once at ``now``, due at its ``deadline``, with no retry policy yet."""
+    p: Pending = _alloc(Pending)
+    p.kind = kind
+    p.key = key
+    p.addr = addr
+    p.frame = frame
+    p.packet_id = packet_id
+    p.waiter = waiter
+    p.sent_at = now
+    p.deadline = deadline
+    p.attempts = 1
+    p.policy = None
+    p.due = deadline
+    p.done = False
+    p.lane = None
+    return p
