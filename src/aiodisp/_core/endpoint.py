@@ -56,6 +56,10 @@ _UNREAD = 1 << 62
 _new_tuple = tuple.__new__
 
 
+def _adapter_failed(method: str, msg: object, exc: Exception) -> AdapterError:
+    return AdapterError(f"the adapter's {method}() failed on a {type(msg).__name__}: {exc}")
+
+
 def _null_report(reason: str, addr: Address, detail: object) -> None:
     return None
 
@@ -166,9 +170,12 @@ class Endpoint(Generic[M]):
         """The key and adapter bytes of an outgoing message (AdapterError on failure)."""
         try:
             key = self._key_of(msg)
+        except Exception as exc:
+            raise _adapter_failed("msg_key", msg, exc) from exc
+        try:
             raw = self._to_raw(msg)
         except Exception as exc:
-            raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+            raise _adapter_failed("msg_to_raw", msg, exc) from exc
         if type(raw) is not bytes:
             raw = self._as_bytes(raw)
         return key, raw
@@ -176,7 +183,8 @@ class Endpoint(Generic[M]):
     @staticmethod
     def _as_bytes(raw: object) -> bytes:
         if not isinstance(raw, bytes | bytearray | memoryview):
-            raise AdapterError(f"msg_to_raw returned {type(raw).__name__}, not bytes")
+            kind = type(raw).__name__
+            raise AdapterError(f"the adapter's msg_to_raw() returned a {kind}, not bytes")
         return bytes(raw)
 
     def _frame(self, flags: int, raw: bytes) -> tuple[bytes, int]:
@@ -204,9 +212,12 @@ class Endpoint(Generic[M]):
         # The hot path: encode() and _frame() are inlined here.
         try:
             key = self._key_of(msg)
+        except Exception as exc:
+            raise _adapter_failed("msg_key", msg, exc) from exc
+        try:
             raw = self._to_raw(msg)
         except Exception as exc:
-            raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+            raise _adapter_failed("msg_to_raw", msg, exc) from exc
         if type(raw) is not bytes:
             raw = self._as_bytes(raw)
         waiting = self.waiting
@@ -282,10 +293,13 @@ class Endpoint(Generic[M]):
         """
         ack = self.ack
         try:
-            raw = self._to_raw(msg)
-            key = self._key_of(msg) if ack else None
+            key = self._key_of(msg) if ack else None  # (raw framing caches no reply)
         except Exception as exc:
-            raise AdapterError(f"the adapter could not encode {type(msg).__name__}: {exc}") from exc
+            raise _adapter_failed("msg_key", msg, exc) from exc
+        try:
+            raw = self._to_raw(msg)
+        except Exception as exc:
+            raise _adapter_failed("msg_to_raw", msg, exc) from exc
         if type(raw) is not bytes:
             raw = self._as_bytes(raw)
         if ack:
