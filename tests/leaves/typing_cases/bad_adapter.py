@@ -32,6 +32,17 @@ class NoKey:
         return Line(0, raw.decode())
 
 
+class Mixed:
+    def msg_to_raw(self, msg: str) -> bytes:
+        return msg.encode()
+
+    def raw_to_msg(self, raw: bytes) -> bytes:  # not the type msg_to_raw takes
+        return raw
+
+    def msg_key(self, msg: str) -> str:
+        return msg
+
+
 async def main(addr: object) -> None:
     d = await aiodisp.open_udp(LineAdapter())
     await d.request("hello", addr)  # E: arg-type "request" of "Dispatcher" ... expected "Line"
@@ -44,6 +55,7 @@ async def main(addr: object) -> None:
     await aiodisp.open_udp(NoKey())
     # E: arg-type Argument 1 to "open_udp" has incompatible type "NoKey"; expected "MessageAdapter[
     aiodisp.sync.open_udp(NoKey())
+    await aiodisp.open_udp(Mixed())  # E: misc Cannot infer value of type parameter "M"
     # E: assignment (expression has type "LineAdapter", variable has type "MessageAdapter[bytes]")
     wrong: aiodisp.MessageAdapter[bytes] = LineAdapter()
     print(wrong)

@@ -21,6 +21,7 @@ async def id_prefix(addr: object) -> None:
     await d.notify({"id": 1}, addr)  # E: arg-type "notify" of "Dispatcher" ... expected "IdMessage"
     # E: arg-type "notify_unreliable" of "Dispatcher" has incompatible type "bytes"
     await d.notify_unreliable(b"raw bytes", addr)
+    d.send_nowait({"id": 1}, addr)  # E: arg-type "send_nowait" of "Dispatcher" ... "IdMessage"
     reply = await d.request(IdMessage(1), addr)
     wants_dict(reply)  # E: arg-type "wants_dict" has incompatible type "IdMessage"
     reply["id"]  # E: call-overload No overload variant of "__getitem__" of "tuple"
@@ -30,6 +31,11 @@ async def id_prefix(addr: object) -> None:
     wants_dict(msg)  # E: arg-type "wants_dict" has incompatible type "IdMessage"
     async for received in d:
         wants_dict(received.msg)  # E: arg-type "wants_dict" has incompatible type "IdMessage"
+
+    async def handler(msg: dict[str, Any], addr: object) -> dict[str, Any]:
+        return msg
+
+    await d.serve(handler)  # E: arg-type "serve" of "Dispatcher" has incompatible type
 
 
 async def json(addr: object) -> None:
