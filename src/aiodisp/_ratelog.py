@@ -6,6 +6,8 @@ import logging
 import time
 from collections.abc import Callable
 
+__all__ = ["RateLimitedLog"]
+
 
 class RateLimitedLog:
     """Logs at most ``burst`` messages per ``interval`` seconds for each reason.

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 
+__all__ = ["DeliveryLog", "EVICT_BATCH", "Entry", "IdKey", "MAX_REPLY_RESENDS", "PeerKey"]
+
 IdKey = tuple[Hashable, int]
 PeerKey = tuple[Hashable, Hashable]
 #: ``(expires, id_key, peer_key)``: one delivered datagram.

@@ -10,6 +10,20 @@ from __future__ import annotations
 import struct
 from typing import Literal
 
+__all__ = [
+    "FLAG_ACK",
+    "FLAG_ACK_REQUESTED",
+    "Framing",
+    "HEADER_SIZE",
+    "ID_BITS",
+    "ID_MASK",
+    "ack_for",
+    "pack_header",
+    "pack_word",
+    "unpack_header",
+    "unpack_word",
+]
+
 #: How a dispatcher frames its datagrams: "ack" (this 8-byte header, then the adapter's
 #: bytes) or "raw" (the adapter's bytes are the whole datagram).
 Framing = Literal["ack", "raw"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+__all__ = ["RttEstimator", "RttTable"]
+
 # RFC 6298 gains.
 _ALPHA = 0.125
 _BETA = 0.25

@@ -21,6 +21,8 @@ import heapq
 import itertools
 from typing import Protocol
 
+__all__ = ["Lane", "MAX_LANES", "Schedule", "Scheduled"]
+
 
 class Scheduled(Protocol):
     due: float
