@@ -97,7 +97,7 @@ def test_no_import_circle_among_the_modules() -> None:
         path.append(node)
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                circle = path[path.index(dep):] + [dep]
+                circle = [*path[path.index(dep):], dep]
                 raise AssertionError("import circle: " + " -> ".join(circle))
             if dep not in state:
                 walk(dep)
