@@ -21,19 +21,18 @@ __all__ = ["Room", "Waiters"]
 
 
 class Waiters:
-    """A FIFO of callers waiting for a turn (see the module docstring)."""
+    """A FIFO of callers waiting for a turn (see the module docstring).
 
-    __slots__ = ("_loop", "_queue")
+    :attr:`queue` holds the waiting callers' futures. The driver tests it for
+    emptiness on its hot paths (once per datagram): a ``__bool__`` method would
+    cost a Python frame there.
+    """
+
+    __slots__ = ("_loop", "queue")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: deque[asyncio.Future[None]] = deque()
-
-    def __bool__(self) -> bool:
-        return bool(self._queue)
-
-    def __len__(self) -> int:
-        return len(self._queue)
+        self.queue: deque[asyncio.Future[None]] = deque()
 
     async def wait(self, deadline: float | None = None) -> None:
         """Wait to be woken; ``TimeoutError`` at ``deadline`` (loop time), if given.
@@ -42,7 +41,7 @@ class Waiters:
         passes its wake-up on if it had one already.
         """
         fut: asyncio.Future[None] = self._loop.create_future()
-        queue = self._queue
+        queue = self.queue
         queue.append(fut)
         try:
             if deadline is None:
@@ -63,7 +62,7 @@ class Waiters:
 
     def wake(self, n: int = 1) -> None:
         """Wake the first ``n`` callers still waiting."""
-        queue = self._queue
+        queue = self.queue
         while queue and n > 0:
             fut = queue.popleft()
             if not fut.done():
@@ -72,7 +71,7 @@ class Waiters:
 
     def wake_all(self) -> None:
         """Wake everyone (closing: each sees the closed state and leaves)."""
-        queue = self._queue
+        queue = self.queue
         while queue:
             fut = queue.popleft()
             if not fut.done():
@@ -84,10 +83,11 @@ class Room:
 
     ``in_flight()`` says how many calls are in flight now. The driver checks
     ``in_flight() >= limit`` inline on its hot path and calls :meth:`wait` only
-    when that is true; it calls :meth:`freed` when a call ends while someone waits.
+    when that is true; when a call ends it calls :meth:`freed` if :attr:`waiting`
+    (the waiters' futures, tested for emptiness in C) is not empty.
     """
 
-    __slots__ = ("_in_flight", "_waiters", "limit")
+    __slots__ = ("_in_flight", "_waiters", "limit", "waiting")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, limit: int, in_flight: Callable[[], int]
@@ -97,10 +97,7 @@ class Room:
         self.limit = limit
         self._in_flight = in_flight
         self._waiters = Waiters(loop)
-
-    def __bool__(self) -> bool:
-        """Whether a call waits for room."""
-        return bool(self._waiters)
+        self.waiting = self._waiters.queue
 
     @property
     def full(self) -> bool:

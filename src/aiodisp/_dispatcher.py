@@ -122,6 +122,9 @@ class Dispatcher(Generic[M]):
         self._room = Room(loop, max_pending, core.in_flight)
         self._max_pending = max_pending
         self._readers = Waiters(loop)
+        # tested for emptiness once per datagram (a deque's truth costs no frame)
+        self._room_waiting = self._room.waiting
+        self._reading = self._readers.queue
         self._addrs: dict[Any, Address] = {}
         self._resolving: set[asyncio.Task[Address]] = set()
         # Takes every incoming message as it arrives instead of the queue's readers
@@ -247,7 +250,7 @@ class Dispatcher(Generic[M]):
         finally:
             if not p.done:
                 core.cancel(p)
-                if self._room:
+                if self._room_waiting:
                     self._room.freed()
 
     async def notify(
@@ -359,12 +362,12 @@ class Dispatcher(Generic[M]):
         finally:
             if not p.done:
                 core.cancel(p)
-                if self._room:
+                if self._room_waiting:
                     self._room.freed()
 
     def _not_started(self) -> None:
         """A call failed before it was registered: pass on the room it will not use."""
-        if self._room:
+        if self._room_waiting:
             self._room.freed()
 
     def _first_send_failed(self, p: Pending, dest: Address, exc: Exception) -> None:
@@ -526,7 +529,7 @@ class Dispatcher(Generic[M]):
             p.waiter = None
             if not waiter.done():
                 waiter.set_result(p.result)
-            if self._room:
+            if self._room_waiting:
                 self._room.freed()
             if core.outbox:
                 self._flush()
@@ -540,7 +543,7 @@ class Dispatcher(Generic[M]):
                 consumer(inbox.popleft())
                 if inbox:  # only if the consumer changed meanwhile, or let some wait
                     self._consume()
-            elif self._readers:
+            elif self._reading:
                 self._readers.wake(len(inbox))
 
     def error_received(self, exc: Exception) -> None:
@@ -579,7 +582,7 @@ class Dispatcher(Generic[M]):
         stopped, self._consumer_stopped = self._consumer_stopped, None
         if stopped is not None and not stopped.done():
             stopped.set_result(None)
-        if self._core.inbox and self._readers:
+        if self._core.inbox and self._reading:
             self._readers.wake(len(self._core.inbox))
 
     def _consume(self) -> None:
@@ -629,7 +632,7 @@ class Dispatcher(Generic[M]):
                 p.waiter = None
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(_timeout_error(p, now))
-            if expired and self._room:
+            if expired and self._room_waiting:
                 self._room.freed()
         finally:
             when = core.next_deadline()
