@@ -50,7 +50,7 @@ async def _main(opts: dict[str, Any]) -> None:
                 hold=opts.get("hold", 1.0), expect=opts.get("expect", 0),
             )
         elif opts.get("reuse_port"):
-            from aiodisp._bench import serve_echo
+            from aiodisp.cli.echo import serve_echo
 
             await serve_echo(addr, opts["variant"], ready=_ready, stop=stop, reuse_port=True)
         else:

@@ -13,8 +13,8 @@ from typing import Any
 from common import WORD
 
 import aiodisp
-from aiodisp._bench import serve_echo
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
+from aiodisp.cli.echo import serve_echo
 
 VARIANTS = ("ack", "raw")
 ECHO_MODE = {"ack": "ack", "raw": "raw"}

@@ -1,66 +1,25 @@
-"""An in-memory datagram link between transports, with seeded fault injection.
+"""An in-memory datagram network between transports, with seeded fault injection.
 
-The test bench for everything about loss: :class:`Link` drops, duplicates,
-reorders, delays and corrupts datagrams from one seeded random source, so a
-failing run can be replayed exactly.
+The test bench for everything about loss: the network's :class:`Link` drops,
+duplicates, reorders, delays and corrupts datagrams, decided by
+:class:`~aiodisp._transports.faults.Faults` (the same decisions
+:class:`~aiodisp._transports.faults.FaultyTransport` makes around any other
+transport) from one seeded random source, so a failing run can be replayed exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import random
-from dataclasses import dataclass
 
 from ..errors import TransportError
 from .base import Address, DatagramSink
+from .faults import Faults, Link, LinkCounters
+
+__all__ = ["MEMORY_MAX", "Link", "LinkCounters", "MemoryNetwork", "MemoryTransport"]
 
 MEMORY_MAX = 65507
 _ids = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """Faults applied to every datagram crossing a memory link, in both directions.
-
-    Probabilities are per datagram: ``loss`` drops it, ``corrupt`` flips one of
-    its bytes, ``duplicate`` delivers a second copy, ``reorder`` holds it back
-    by a random extra time up to ``reorder_window`` seconds so later datagrams
-    overtake it. ``delay`` is the one-way latency in seconds. ``seed`` makes
-    the faults repeatable.
-    """
-
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    delay: float = 0.0
-    corrupt: float = 0.0
-    reorder_window: float = 0.005
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder", "corrupt"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"Link.{name} must be a probability in [0, 1], not {value!r}")
-        if self.delay < 0 or self.reorder_window < 0:
-            raise ValueError("Link delays must not be negative")
-
-    @property
-    def lossless(self) -> bool:
-        return self.loss == 0.0 and self.corrupt == 0.0
-
-
-@dataclass(slots=True)
-class LinkCounters:
-    """What a memory link did to the datagrams one transport sent."""
-
-    sent: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    corrupted: int = 0
-    unroutable: int = 0
 
 
 class MemoryNetwork:
@@ -68,7 +27,8 @@ class MemoryNetwork:
 
     def __init__(self, link: Link | None = None) -> None:
         self.link = link if link is not None else Link()
-        self.rng = random.Random(self.link.seed)
+        self.faults = Faults(self.link)
+        self.rng = self.faults.rng
         self.endpoints: dict[Address, MemoryTransport] = {}
 
     def transport(self, *, max_datagram_size: int = MEMORY_MAX) -> MemoryTransport:
@@ -116,25 +76,8 @@ class MemoryTransport:
         if peer is None:
             counters.unroutable += 1
             return False
-        link = self._net.link
-        rng = self._net.rng
-        if link.loss and rng.random() < link.loss:
-            counters.lost += 1
-            return False
-        if link.corrupt and data and rng.random() < link.corrupt:
-            counters.corrupted += 1
-            buf = bytearray(data)
-            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
-            data = bytes(buf)
-        copies = 1
-        if link.duplicate and rng.random() < link.duplicate:
-            counters.duplicated += 1
-            copies = 2
-        for _ in range(copies):
-            delay = link.delay
-            if link.reorder and rng.random() < link.reorder:
-                counters.reordered += 1
-                delay += rng.random() * link.reorder_window
+        data, delays = self._net.faults.apply(data, counters)
+        for delay in delays:
             peer._arrive(data, self._addr, delay)
         return False
 

@@ -1,13 +1,33 @@
-"""The embedded loopback demo behind ``make demo`` / ``aiodisp demo``."""
+"""``aiodisp demo`` (``make demo``): an echo server and a client on loopback UDP, one process."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 
-from . import open_udp
-from ._dispatcher import Dispatcher
-from .adapters import IdMessage, IdPrefixAdapter
+import aiodisp
+from aiodisp import Dispatcher
+from aiodisp.adapters import IdMessage, IdPrefixAdapter
+
+from . import loop
+from .args import EXIT_OK, count_arg
+
+__all__ = ["add_parser", "run", "run_demo"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``demo``."""
+    p = sub.add_parser("demo", help="run an echo server and a client on loopback UDP")
+    p.add_argument("--count", type=count_arg(1), default=20_000, help="requests to make")
+    p.add_argument("--in-flight", type=count_arg(1), default=64,
+                   help="requests in flight at once")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``aiodisp demo``; return the exit status."""
+    loop.run(lambda: run_demo(args.count, args.in_flight))
+    return EXIT_OK
 
 
 async def _echo(server: Dispatcher[IdMessage]) -> None:
@@ -19,11 +39,12 @@ async def _echo(server: Dispatcher[IdMessage]) -> None:
 async def run_demo(count: int = 20_000, in_flight: int = 64, payload: int = 64) -> dict[str, float]:
     """Start an echo server and a client on loopback UDP; do ``count`` requests."""
     adapter = IdPrefixAdapter()
-    server = await open_udp(adapter, ("127.0.0.1", 0))
-    client = await open_udp(adapter, ("127.0.0.1", 0))
+    server = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     serving = asyncio.create_task(_echo(server))
     try:
-        print(f"echo server on udp://{server.local_addr[0]}:{server.local_addr[1]} (ACK framing)")
+        print(f"echo server on udp://{server.local_addr[0]}:{server.local_addr[1]} (ACK framing)",
+              flush=True)
         first = await client.request(IdMessage(1, b"hello"), server.local_addr, timeout=2.0)
         print(f"request id=1 payload=b'hello' -> reply id={first.id} payload={first.payload!r}")
         await client.notify(IdMessage(2, b"note: a reliable notification"), server.local_addr)
