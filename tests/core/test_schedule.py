@@ -67,6 +67,21 @@ def test_more_timeouts_than_lanes_fall_back_to_the_heap() -> None:
     assert len(s._lanes) == MAX_LANES
 
 
+def test_a_lane_no_call_is_in_gives_its_place_to_a_new_timeout() -> None:
+    """A burst of odd timeouts (say, budgets left after a slow start) must not send every
+    later call to the heap: once their lanes are empty, the common timeout gets one."""
+    s = Schedule()
+    odd = [final(s, 0.0, 1.0 + i / 100) for i in range(MAX_LANES)]
+    assert len(s._heap) == 0 and len(s._lanes) == MAX_LANES
+    early = final(s, 0.0, 30.0)  # no place yet: the heap
+    assert len(s._heap) == 1
+    for call in odd[:-1]:
+        finish(s, call)
+    late = final(s, 1.0, 30.0)  # the emptied lanes are let go: 30.0 gets a lane
+    assert late.lane is not None and len(s._lanes) == 2
+    assert s.pop_due(100.0) == [early, odd[-1], late]
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 10), st.sampled_from([0.5, 1.0, 2.0, 3.0]),
                           st.booleans(), st.booleans()), max_size=60))

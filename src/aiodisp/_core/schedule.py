@@ -7,7 +7,8 @@ value: calls made with the same timeout expire in the order they were made, so
 an insertion-ordered dict keeps them sorted for free (no tuple, no heap sift
 per call), and a call that finishes early leaves its lane at once
 (:meth:`Schedule.finished`, one dict deletion). Past :data:`MAX_LANES`
-distinct timeouts, such calls use the heap too.
+distinct timeouts in use at once, such calls use the heap too (a lane no call
+is in is let go when a new timeout needs its place).
 
 A call that finishes early stays in the heap (it is *stale*) until it reaches
 the front or until stale entries are more than half of the heap, when they
@@ -62,9 +63,17 @@ class Schedule:
         call.lane = lane``, after every call it added to that lane before, so
         that lanes stay in deadline order (:meth:`add_final` does it).
         """
-        lane = self._lanes.get(timeout)
-        if lane is None and len(self._lanes) < MAX_LANES:
-            lane = self._lanes[timeout] = {}
+        lanes = self._lanes
+        lane = lanes.get(timeout)
+        if lane is None:
+            if len(lanes) >= MAX_LANES:
+                # Let go of lanes no call is in, so that a timeout in use now gets one
+                # (a burst of odd timeouts must not send every later call to the heap).
+                for empty in [t for t, calls in lanes.items() if not calls]:
+                    del lanes[empty]
+                if len(lanes) >= MAX_LANES:
+                    return None
+            lane = lanes[timeout] = {}
         return lane
 
     def add_final(self, call: Scheduled, timeout: float) -> None:
