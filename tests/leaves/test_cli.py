@@ -27,8 +27,11 @@ _LISTENING = re.compile(r"listening on (?:udp://(?P<udp>\S+)|unix:(?P<unix>\S+))
 _ECHOED = re.compile(r"pid (\d+) echoed (\d+) messages?")
 
 
-def run_cli(*args: str, timeout: float = SLOW) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str, timeout: float = SLOW, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          input=input)
 
 
 class Server:

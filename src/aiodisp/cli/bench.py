@@ -164,7 +164,8 @@ async def _client(args: argparse.Namespace, fmt: Format[Any], target: Where) -> 
     progress = Progress(count=args.count, duration=args.duration,
                         quiet=args.json and not sys.stderr.isatty())
     try:
-        await check_target(client, args.framing, fmt, target, lossy=lossy is not None)
+        await check_target(client, args.framing, fmt, target, lossy=lossy is not None,
+                           json_fields=(args.key_field, args.reply_field))
         what = f"{args.count:,} requests" if args.count else f"{args.duration:g} s"
         progress.say(f"measuring {target} ({args.framing} framing, {fmt.name} messages, "
                      f"{args.in_flight} in flight) for {what} after {args.warmup:g} s of warm-up")

@@ -38,9 +38,13 @@ class TargetProblem(Exception):
 
 async def check_target(
     client: Dispatcher[Any], framing: Framing, fmt: Format[Any], target: Where, *,
-    lossy: bool = False,
+    json_fields: tuple[str, str] = ("id", "reply"), lossy: bool = False,
 ) -> None:
-    """Return if ``target`` echoes a probe sent by ``client``; raise TargetProblem if not."""
+    """Return if ``target`` echoes a probe sent by ``client``; raise TargetProblem if not.
+
+    ``json_fields`` are the key and reply fields given for JSON messages (tried
+    besides the defaults).
+    """
     body = fmt.bench_body(0)
     timeout = PROBE_TIMEOUT * 3 if lossy else PROBE_TIMEOUT
     try:
@@ -60,7 +64,7 @@ async def check_target(
     others = [
         (other_framing, other)
         for other_framing in _FRAMINGS
-        for other in _formats(fmt)
+        for other in _formats(*json_fields)
         if (other_framing, other.describe()) != tried
     ]
     answers = await asyncio.gather(*(_echoes(f, o, target) for f, o in others))
@@ -79,15 +83,16 @@ async def check_target(
                 f"{' and '.join(differ)} differ{'s' if len(differ) == 1 else ''}; "
                 f"run it with {' '.join(options)}", EXIT_USAGE)
     raise TargetProblem(
-        f"no echo from {target} within {timeout:g} s, in any framing or format: "
-        "is an aiodisp echo server (aiodisp serve) running there?", EXIT_FAILED)
+        f"no echo from {target} within {timeout:g} s (ack and raw framing, json and "
+        "idprefix messages tried): is an aiodisp echo server (aiodisp serve) running "
+        "there, with the same --key-field and --reply-field?", EXIT_FAILED)
 
 
-def _formats(fmt: Format[Any]) -> list[Format[Any]]:
-    """The formats a server may speak: the bench's own JSON fields, the defaults, idprefix."""
+def _formats(key_field: str, reply_field: str) -> list[Format[Any]]:
+    """The formats a server may speak: JSON with the given fields and the defaults, idprefix."""
     formats: list[Format[Any]] = [JsonFormat(), IdPrefixFormat()]
-    if isinstance(fmt, JsonFormat) and fmt.describe() != formats[0].describe():
-        formats.insert(0, JsonFormat(fmt.key_field, fmt.reply_field))
+    if (key_field, reply_field) != ("id", "reply"):
+        formats.insert(0, JsonFormat(key_field, reply_field))
     return formats
 
 

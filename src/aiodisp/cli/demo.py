@@ -46,9 +46,10 @@ async def run_demo(count: int = 20_000, in_flight: int = 64, payload: int = 64) 
         print(f"echo server on udp://{server.local_addr[0]}:{server.local_addr[1]} (ACK framing)",
               flush=True)
         first = await client.request(IdMessage(1, b"hello"), server.local_addr, timeout=2.0)
-        print(f"request id=1 payload=b'hello' -> reply id={first.id} payload={first.payload!r}")
+        print(f"request id=1 payload=b'hello' -> reply id={first.id} payload={first.payload!r}",
+              flush=True)
         await client.notify(IdMessage(2, b"note: a reliable notification"), server.local_addr)
-        print("notify id=2 -> ACKed by the server's dispatcher")
+        print("notify id=2 -> ACKed by the server's dispatcher", flush=True)
 
         body = b"x" * payload
         ids = iter(range(10, 10 + count))
