@@ -128,7 +128,7 @@ class Dispatcher(Generic[M]):
         self._room_waiting = self._room.waiting
         self._reading = self._readers.queue
         self._addrs: dict[Any, Address] = {}
-        self._resolving: set[asyncio.Task[Address]] = set()
+        self._resolving: dict[Any, asyncio.Task[Address]] = {}
         # Takes every incoming message as it arrives instead of the queue's readers
         # (a Server with a plain-function handler); see _consume_with().
         self._consumer: Callable[[Received[M]], None] | None = None
@@ -499,7 +499,7 @@ class Dispatcher(Generic[M]):
         self._transport.close()
         self._log.flush()
         self._stop_consuming(self._consumer)
-        for task in self._resolving:
+        for task in list(self._resolving.values()):
             task.cancel()
         for p in self._core.close():
             waiter = p.waiter
@@ -665,14 +665,23 @@ class Dispatcher(Generic[M]):
         """``addr`` in the transport's form, and the time left of ``timeout`` after it.
 
         Resolution counts inside the call's timeout, and close() interrupts it.
+        Calls that resolve the same address at once share one resolution, so they
+        all send to one address object (uvloop's address cache then matches it by
+        identity).
         """
         loop = self._loop
         start = loop.time()
-        task = loop.create_task(self._transport.resolve(addr))
-        self._resolving.add(task)
+        resolving = self._resolving
+        try:
+            task = resolving.get(addr)
+        except TypeError:
+            raise TransportError(f"{addr!r} is not an address: it is unhashable") from None
+        if task is None:
+            task = resolving[addr] = loop.create_task(self._transport.resolve(addr))
+            task.add_done_callback(lambda done: _forget(resolving, addr, done))
         try:
             async with asyncio.timeout(timeout):
-                dest = await task
+                dest = await asyncio.shield(task)  # one caller leaving stops no other
         except TimeoutError:
             raise RequestTimeout(waited_for="address", addr=addr, elapsed=timeout) from None
         except asyncio.CancelledError:
@@ -681,18 +690,12 @@ class Dispatcher(Generic[M]):
             raise
         except TypeError as exc:
             raise TransportError(f"{addr!r} is not an address: {exc}") from exc
-        finally:
-            self._resolving.discard(task)
-            task.cancel()
         if self._closed:
             raise DispatcherClosed()
         addrs = self._addrs
         if len(addrs) >= _ADDR_CACHE_MAX:
             addrs.clear()
-        try:
-            addrs[addr] = dest
-        except TypeError:
-            pass  # an unhashable address is resolved on every call
+        addrs[addr] = dest
         took = loop.time() - start
         # A resolution quicker than a millisecond (a numeric address) is not charged:
         # calls made with equal timeouts keep equal timeouts, which the core's
@@ -734,6 +737,14 @@ def _bad_timeout(timeout: object, what: str = "timeout") -> Exception:
         return TypeError(f"{what} must be None or a number of seconds, not {timeout!r}")
     return ValueError(f"{what} must be None or a positive finite number of seconds, "
                       f"not {timeout!r}")
+
+
+def _forget(resolving: dict[Any, asyncio.Task[Address]], addr: Any, task: asyncio.Task[Any]
+            ) -> None:
+    if resolving.get(addr) is task:
+        del resolving[addr]
+    if not task.cancelled():
+        task.exception()  # retrieved: every caller may have left already
 
 
 def _key_or_none(core: Endpoint[Any], msg: Any) -> Any:
