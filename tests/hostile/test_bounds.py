@@ -164,7 +164,7 @@ async def test_call_waiting_for_room_times_out_and_leaves_nothing(peer: socket.s
         await recv(peer)
         with pytest.raises(aiodisp.RequestTimeout, match="room"):
             await d.request((2, b""), addr, timeout=0.2)
-        assert d.pending == 1 and not d._room
+        assert d.pending == 1 and not d._room.waiting  # no waiter left behind
         assert all(parse(x)[2] == 1 for x in drain(peer))  # request 2 was never sent
         assert d.stats.requests == 0
         await finish(first)
