@@ -167,11 +167,13 @@ def test_serves_and_requests_over_ipv6(serve: Callable[..., Server]) -> None:
     assert json.loads(done.stdout) == {"id": 6, "reply": True}
 
 
+@pytest.mark.parametrize("how", ["--unix PATH", "--listen unix:PATH"])
 def test_serves_and_requests_over_a_unix_socket(
-    serve: Callable[..., Server], tmp_path: Path
+    serve: Callable[..., Server], tmp_path: Path, how: str
 ) -> None:
     path = tmp_path / "echo.sock"
-    server = serve("--unix", str(path))
+    option, _, value = how.partition(" ")
+    server = serve(option, value.replace("PATH", str(path)))
     assert server.address == f"unix:{path}"
     done = run_cli("request", server.address, '{"id": 7, "x": [1, 2]}')
     assert done.returncode == 0, done.stderr

@@ -24,8 +24,8 @@ from .args import (
     Where,
     count_arg,
     fail,
+    listen_arg,
     parse_address,
-    udp_listen_arg,
 )
 from .echo import buffer_sizes, open_echo
 from .formats import Format, make_format
@@ -48,8 +48,9 @@ def add_parser(
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
-        "--listen", type=udp_listen_arg, metavar="HOST:PORT",
-        help=f"UDP address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free one)",
+        "--listen", type=listen_arg, metavar="HOST:PORT",
+        help=f"UDP address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free one; "
+        "unix:PATH as --unix PATH)",
     )
     where.add_argument("--unix", metavar="PATH", help="listen on a Unix datagram socket instead")
     p.add_argument(
@@ -69,12 +70,16 @@ def add_parser(
 def prepare(args: argparse.Namespace) -> tuple[Format[Any], Where]:
     """Check what argparse cannot; the format and the place to serve."""
     if args.unix is not None:
+        where = Where("unix", args.unix)
+    elif args.listen is not None:
+        where = args.listen
+    else:
+        where = parse_address(DEFAULT_LISTEN)
+    if where.kind == "unix":
         if args.workers > 1:
             raise UsageError("--workers needs a UDP --listen address")
         if args.sockbuf is not None:
             raise UsageError("--sockbuf needs a UDP --listen address")
-        return make_format(args), Where("unix", args.unix)
-    where = args.listen if args.listen is not None else parse_address(DEFAULT_LISTEN)
     return make_format(args), where
 
 
