@@ -300,23 +300,31 @@ class Dispatcher(Generic[M]):
         when the transport cannot take the datagram now (its send queue for
         ``addr`` is full): nothing waits. ``addr`` is used as given unless an
         earlier call resolved it: pass a numeric address, or the ``addr`` of a
-        :class:`Received`. This is also the serving seam: an inline handler's
-        reply goes out through it.
+        :class:`Received`.
         """
-        if self._closed:
-            raise DispatcherClosed()
         try:
             dest = self._addrs.get(addr, addr)
         except TypeError:
             raise TransportError(f"{addr!r} is not an address: it is unhashable") from None
-        frame = self._core.frame_oneway(msg, dest)
+        self._reply_nowait(msg, dest)
+
+    def _reply_nowait(self, msg: M, addr: Address) -> None:
+        """:meth:`send_nowait` to an address as the transport reported it (no look-up).
+
+        The serving seam's way out: an inline handler's reply to the sender of a
+        :class:`Received` goes through here, with the closed check, the
+        transport's "blocked" answer and the error wrapping.
+        """
+        if self._closed:
+            raise DispatcherClosed()
+        frame = self._core.frame_oneway(msg, addr)
         try:
-            blocked = self._send(frame, dest)
+            blocked = self._send(frame, addr)
         except Exception as exc:
-            raise TransportError.cannot_send(dest, exc) from exc.__cause__ or exc
+            raise TransportError.cannot_send(addr, exc) from exc.__cause__ or exc
         if blocked:
             raise TransportError(
-                f"cannot send to {dest!r} now: the transport's send queue is full"
+                f"cannot send to {addr!r} now: the transport's send queue is full"
             )
 
     async def _notify_call(
@@ -558,7 +566,7 @@ class Dispatcher(Generic[M]):
         """Hand every incoming message to ``consumer`` as it arrives, not to the queue.
 
         The seam an inline server (:mod:`aiodisp._serve`) uses, with
-        :meth:`send_nowait` for its replies. Messages already queued are handed
+        :meth:`_reply_nowait` for its replies. Messages already queued are handed
         over at once. Returns a future that completes when
         :meth:`_stop_consuming` is called with the same consumer, or the
         dispatcher closes. Meanwhile readers of recv_from() and ``async for``

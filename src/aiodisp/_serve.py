@@ -148,16 +148,21 @@ class Server(Generic[M]):
         """Call the handler from the receive path until the dispatcher closes.
 
         Meets the dispatcher through its serving seam only: ``_consume_with`` /
-        ``_stop_consuming`` to take each message as it arrives, ``send_nowait``
+        ``_stop_consuming`` to take each message as it arrives, ``_reply_nowait``
         for the reply. If the handler returns an awaitable after all, that one
         runs as a task and serving goes on as for a coroutine handler
         (``self._inline`` is off).
         """
         d = self._dispatcher
-        send_nowait = d.send_nowait
+        reply_nowait = d._reply_nowait
         handler = self._handler
+        # The type of the last reply found not awaitable: checking the type is cheaper
+        # than hasattr(reply, "__await__"), which raises and clears an AttributeError
+        # inside for every plain reply (server: 28.7k -> 28.2k instructions per request).
+        plain: type = type(None)
 
         def handle_now(item: Received[M]) -> None:
+            nonlocal plain
             msg, _size, addr = item
             self._handled += 1
             try:
@@ -168,15 +173,17 @@ class Server(Generic[M]):
                 return
             if reply is None:
                 return
-            if hasattr(reply, "__await__"):
-                self._inline = False  # not a plain function after all: serve with tasks
-                d._stop_consuming(handle_now)
-                task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return
+            if reply.__class__ is not plain:
+                if hasattr(reply, "__await__"):
+                    self._inline = False  # not a plain function after all: serve with tasks
+                    d._stop_consuming(handle_now)
+                    task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    return
+                plain = reply.__class__
             try:
-                send_nowait(reply, addr)
+                reply_nowait(cast("M", reply), addr)
             except DispatchError as exc:  # AdapterError, MessageTooLarge, TransportError
                 self._reply_failed(exc, msg, addr)
                 return
