@@ -2,10 +2,17 @@
 
 The receive side reads through ``loop.add_reader`` and drains up to ``batch``
 queued datagrams per wake-up (asyncio's own datagram transport reads one per
-loop iteration, one ``epoll_wait`` per datagram). A send the kernel cannot take
-now (EAGAIN) is queued and retried on a short, growing timer: a Unix datagram
-socket never drops for a full peer, it makes the sender wait; a UDP socket's
-queue is bounded and drops past it (counted by the dispatcher).
+loop iteration, one ``epoll_wait`` per datagram). Every sender is reported in
+the canonical form of :mod:`.addresses` (IPv4 peers as 2-tuples on a
+dual-stack socket too, Unix paths resolved).
+
+A send the kernel cannot take now (EAGAIN) is queued for its destination
+alone and retried on a timer (:mod:`.send_queues`): a Unix datagram socket
+never drops for a full peer, it makes the sender wait, and one peer that
+stops reading holds up nobody else.
+
+A socket bound to a wildcard address answers every peer from the address the
+peer reached it at (:mod:`.pktinfo`), so its peers' source checks pass.
 """
 
 from __future__ import annotations
@@ -16,24 +23,55 @@ import errno
 import os
 import socket
 import stat
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import TransportError
-from .addresses import resolve_address
+from . import pktinfo
+from .addresses import (
+    UNIX_PATH_MAX,
+    canonical_unix_path,
+    check_port,
+    is_wildcard,
+    received_unix_address,
+    resolve_address,
+    transport_error,
+    unbound_peer_error,
+)
 from .base import Address, DatagramSink
+from .send_queues import BLOCKED, PeerQueues
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "SocketTransport",
+    "UDP4_MAX",
+    "UDP6_MAX",
+    "UNIX_MAX",
+    "make_udp_socket",
+    "make_unix_socket",
+]
 
 UDP4_MAX = 65507
 UDP6_MAX = 65527
 UNIX_MAX = 65507
 
-_RETRY_FIRST = 0.0005
-_RETRY_MAX = 0.05
-_BLOCKED = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
+#: What :func:`make_udp_socket` asks the kernel for, for each of the receive and
+#: send buffers, unless told otherwise (Linux grants twice the figure, for its
+#: bookkeeping, capped by ``net.core.rmem_max`` / ``wmem_max``).
+DEFAULT_BUFFER_SIZE = 4 << 20
+
+_MAPPED = "::ffff:"
+_UNIX_NAMES_MAX = 4096
+_MISSING: Any = object()
 
 
 class SocketTransport:
-    """A datagram transport over one bound, non-blocking socket (UDP or Unix)."""
+    """A datagram transport over one bound, non-blocking socket (UDP or Unix).
+
+    ``high_water``, ``max_queued_per_peer`` and ``max_queued_bytes`` bound the
+    send queues (per destination, per destination and in all; see
+    :mod:`.send_queues`).
+    """
 
     def __init__(
         self,
@@ -44,7 +82,8 @@ class SocketTransport:
         unlink_on_close: str | None = None,
         batch: int = 256,
         high_water: int = 256,
-        max_queued: int | None = 4096,
+        max_queued_per_peer: int = 1024,
+        max_queued_bytes: int = 16 << 20,
     ) -> None:
         sock.setblocking(False)
         self._sock = sock
@@ -53,17 +92,40 @@ class SocketTransport:
         self._max = max_datagram_size
         self._unlink = unlink_on_close
         self._batch = batch
-        self._high = high_water
-        self._low = high_water // 2
-        self._max_queued = None if reliable else max_queued
-        self._local_addr: Address = sock.getsockname()
-        self._family = sock.family
-        self._queue: deque[tuple[bytes, Address]] = deque()
-        self._retry: asyncio.TimerHandle | None = None
-        self._retry_delay = _RETRY_FIRST
-        self._writers: list[asyncio.Future[None]] = []
+        self._family = family = sock.family
         self._sink: DatagramSink | None = None
         self._closed = False
+        self._sources: pktinfo.SourceTable | None = None
+        self._unix_names: dict[Any, str | None] = {}
+        self._read_ready: Callable[[], None]
+        self._sendto: Callable[[bytes, Address], object]
+        local: Any = sock.getsockname()
+        if family == socket.AF_UNIX:
+            local = received_unix_address(local)
+            self._read_ready = self._read_unix
+            self._sendto = sock.sendto
+        elif is_wildcard(local[0]) or local[0].startswith(_MAPPED):
+            pktinfo.enable(sock)
+            self._sources = pktinfo.SourceTable()
+            self._read_ready = self._read_pktinfo
+            self._sendto = self._sendto_pktinfo
+            if local[0].startswith(_MAPPED):
+                local = (local[0][7:], local[1])
+        elif family == socket.AF_INET6:
+            self._read_ready = self._read_plain
+            self._sendto = self._sendto_v6
+        else:
+            self._read_ready = self._read_plain
+            self._sendto = sock.sendto
+        self._local_addr: Address = local
+        self._queues = PeerQueues(
+            self._loop,
+            self._sendto,
+            self._report,
+            high_water=high_water,
+            max_per_peer=max_queued_per_peer,
+            max_bytes=max_queued_bytes,
+        )
 
     # -- the DatagramTransport interface
 
@@ -83,13 +145,25 @@ class SocketTransport:
     def socket(self) -> socket.socket:
         return self._sock
 
+    @property
+    def buffer_sizes(self) -> tuple[int, int]:
+        """The socket's receive and send buffers in bytes, as the kernel granted them."""
+        return _buffer_sizes(self._sock)
+
+    @property
+    def answers_from_reached_address(self) -> bool:
+        """True on a wildcard-bound socket, which replies from the address each peer called."""
+        return self._sources is not None
+
     def start(self, sink: DatagramSink) -> None:
         if self._closed:
             raise TransportError("the transport is closed")
         self._sink = sink
         self._loop.add_reader(self._sock.fileno(), self._read_ready)
 
-    def _read_ready(self) -> None:
+    # -- receiving
+
+    def _read_plain(self) -> None:
         recvfrom = self._sock.recvfrom
         bufsize = self._max + 1  # one more byte shows an oversize datagram
         sink = self._sink
@@ -107,75 +181,175 @@ class SocketTransport:
             if self._closed:
                 return
 
+    def _read_unix(self) -> None:
+        recvfrom = self._sock.recvfrom
+        bufsize = self._max + 1
+        sink = self._sink
+        assert sink is not None
+        deliver = sink.datagram_received
+        names = self._unix_names
+        for _ in range(self._batch):
+            try:
+                data, raw = recvfrom(bufsize)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                sink.error_received(exc)
+                return
+            addr = names.get(raw, _MISSING)
+            if addr is _MISSING:
+                addr = received_unix_address(raw)
+                if len(names) >= _UNIX_NAMES_MAX:
+                    names.clear()
+                names[raw] = addr
+            deliver(data, addr)
+            if self._closed:
+                return
+
+    def _read_pktinfo(self) -> None:
+        recvmsg = self._sock.recvmsg
+        bufsize = self._max + 1
+        ancsize = pktinfo.ANCILLARY_SIZE
+        sink = self._sink
+        sources = self._sources
+        assert sink is not None and sources is not None
+        deliver = sink.datagram_received
+        table = sources.sources
+        v6 = self._family == socket.AF_INET6
+        for _ in range(self._batch):
+            try:
+                data, anc, _flags, addr = recvmsg(bufsize, ancsize)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                sink.error_received(exc)
+                return
+            if v6:
+                host = addr[0]
+                if host.startswith(_MAPPED) and "." in host:
+                    addr = (host[7:], addr[1])
+            if anc:
+                cmsg = sources.cmsg_for(*anc[0])
+                if table.get(addr) is not cmsg:
+                    sources.learn(addr, cmsg)
+            deliver(data, addr)
+            if self._closed:
+                return
+
+    # -- sending
+
+    def _sendto_v6(self, data: bytes, addr: Address) -> object:
+        if len(addr) == 2 and ":" not in addr[0]:
+            addr = (_MAPPED + addr[0], addr[1], 0, 0)
+        return self._sock.sendto(data, addr)
+
+    def _sendto_pktinfo(self, data: bytes, addr: Address) -> object:
+        assert self._sources is not None
+        cmsg = self._sources.sources.get(addr)
+        target = addr
+        if self._family == socket.AF_INET6 and len(addr) == 2 and ":" not in addr[0]:
+            target = (_MAPPED + addr[0], addr[1], 0, 0)
+        if cmsg is None:
+            return self._sock.sendto(data, target)
+        return self._sock.sendmsg((data,), cmsg, 0, target)
+
     def send(self, data: bytes, addr: Address) -> bool:
-        if self._closed:
-            raise TransportError("the transport is closed")
-        queue = self._queue
-        if queue:
-            return self._enqueue(data, addr)
+        """Send, or queue for ``addr`` alone if it cannot take the datagram now.
+
+        Returns True when ``addr``'s queue has reached ``high_water``: ``await
+        wait_writable(addr)`` before sending it more. Raises
+        :class:`TransportError` for every failure (its ``errno`` says which:
+        EDESTADDRREQ for a peer with no address, EINVAL for a malformed one,
+        EAGAIN for a full queue, else the kernel's).
+        """
+        queues = self._queues
+        if queues.queues:
+            try:
+                q = queues.queues.get(addr)
+            except TypeError as exc:
+                raise self._bad_send(addr, exc) from exc
+            if q is not None:
+                return queues.put(q, data, addr)
         try:
-            self._sock.sendto(data, addr)
+            self._sendto(data, addr)
         except OSError as exc:
-            if exc.errno not in _BLOCKED:
-                raise TransportError(f"cannot send to {addr!r}: {exc}") from exc
-            return self._enqueue(data, addr)
+            if exc.errno in BLOCKED and not self._closed:
+                return queues.put(queues.start(addr), data, addr)
+            raise self._send_error(addr, exc) from exc
+        except Exception as exc:  # TypeError, ValueError, OverflowError: not an address
+            raise self._bad_send(addr, exc) from exc
         return False
 
-    def _enqueue(self, data: bytes, addr: Address) -> bool:
-        queue = self._queue
-        if self._max_queued is not None and len(queue) >= self._max_queued:
-            raise TransportError(f"the send queue is full ({len(queue)} datagrams); dropped")
-        queue.append((data, addr))
-        if self._retry is None:
-            self._retry_delay = _RETRY_FIRST
-            self._retry = self._loop.call_later(self._retry_delay, self._flush)
-        return len(queue) >= self._high
+    def send_best_effort(self, data: bytes, addr: Address) -> bool:
+        """Send a datagram its sender can lose (an ACK, a cached or inline reply).
 
-    def _flush(self) -> None:
-        self._retry = None
-        queue = self._queue
-        sendto = self._sock.sendto
-        before = len(queue)
-        while queue:
-            data, addr = queue[0]
+        Queued like :meth:`send` while ``addr``'s queue is below ``high_water``;
+        past it, dropped and False is returned. Raises :class:`TransportError`
+        as :meth:`send` does for every other failure.
+        """
+        queues = self._queues
+        if queues.queues:
             try:
-                sendto(data, addr)
-            except OSError as exc:
-                if exc.errno in _BLOCKED:
-                    # The peer is reading if anything went out: look again soon;
-                    # otherwise back off (poll() cannot tell us when an unconnected
-                    # Unix datagram peer has room again).
-                    progressed = len(queue) < before
-                    self._retry_delay = (
-                        _RETRY_FIRST if progressed else min(self._retry_delay * 2, _RETRY_MAX)
-                    )
-                    self._retry = self._loop.call_later(self._retry_delay, self._flush)
-                    break
-                queue.popleft()
-                if self._sink is not None:
-                    self._sink.error_received(exc)
-                continue
-            queue.popleft()
-        else:
-            self._retry_delay = _RETRY_FIRST
-        if len(queue) < self._low:
-            self._wake_writers()
+                q = queues.queues.get(addr)
+            except TypeError as exc:
+                raise self._bad_send(addr, exc) from exc
+            if q is not None:
+                return queues.put_best_effort(q, data)
+        try:
+            self._sendto(data, addr)
+        except OSError as exc:
+            if exc.errno in BLOCKED and not self._closed:
+                return queues.put_best_effort(queues.start(addr), data)
+            raise self._send_error(addr, exc) from exc
+        except Exception as exc:  # TypeError, ValueError, OverflowError: not an address
+            raise self._bad_send(addr, exc) from exc
+        return True
 
-    def _wake_writers(self) -> None:
-        writers, self._writers = self._writers, []
-        for fut in writers:
-            if not fut.done():
-                fut.set_result(None)
+    def _send_error(self, addr: Address, exc: OSError) -> TransportError:
+        if self._closed:
+            return transport_error("the transport is closed", errno.EBADF)
+        if self._family == socket.AF_UNIX and (addr is None or addr in ("", b"")):
+            return unbound_peer_error(addr)
+        if isinstance(exc, socket.gaierror):  # a host name, or of the wrong family
+            return transport_error(f"cannot send to {addr!r}: {exc}")
+        return transport_error(f"cannot send to {addr!r}: {exc}", exc.errno or errno.EIO)
 
-    async def wait_writable(self) -> None:
-        while not self._closed and len(self._queue) >= self._low:
-            fut = self._loop.create_future()
-            self._writers.append(fut)
-            await fut
+    def _bad_send(self, addr: Address, exc: Exception) -> TransportError:
+        if self._closed:
+            return transport_error("the transport is closed", errno.EBADF)
+        if addr is None or addr == "" or addr == b"":
+            if self._family == socket.AF_UNIX:
+                return unbound_peer_error(addr)
+            return transport_error(f"{addr!r} is not an address", errno.EDESTADDRREQ)
+        return transport_error(f"cannot send to {addr!r}: {exc}")
+
+    def _report(self, exc: Exception) -> None:
+        if self._sink is not None and not self._closed:
+            self._sink.error_received(exc)
+
+    async def wait_writable(self, addr: Address | None = None) -> None:
+        """Return once ``addr``'s send queue (default: every queue) is below half its
+        high-water mark, or the transport is closed."""
+        await self._queues.wait_writable(addr)
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Datagrams waiting in the send queues, for every destination."""
+        return self._queues.datagrams
+
+    def queued_for(self, addr: Address) -> int:
+        """Datagrams waiting for ``addr``."""
+        q = self._queues.queues.get(addr)
+        return 0 if q is None else len(q.datagrams)
+
+    @property
+    def send_queues(self) -> PeerQueues:
+        """The per-destination queues (bounds and counters, for tests and metrics)."""
+        return self._queues
+
+    def source_for(self, addr: Address) -> str | None:
+        """The local address replies to ``addr`` leave from (None: the kernel's choice)."""
+        return None if self._sources is None else self._sources.source_of(addr)
 
     async def resolve(self, addr: Address) -> Address:
         return await resolve_address(self._loop, self._family, addr)
@@ -184,11 +358,7 @@ class SocketTransport:
         if self._closed:
             return
         self._closed = True
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        self._queue.clear()
-        self._wake_writers()
+        self._queues.close()
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
@@ -197,57 +367,113 @@ class SocketTransport:
                 os.unlink(self._unlink)
 
 
+def _buffer_sizes(sock: socket.socket) -> tuple[int, int]:
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+    )
+
+
 def make_udp_socket(
-    local_addr: tuple[Any, ...],
+    local_addr: tuple[Any, ...] | None = None,
     *,
     reuse_port: bool = False,
     family: int | None = None,
-    buffer_size: int | None = None,
+    buffer_size: int | None = DEFAULT_BUFFER_SIZE,
 ) -> tuple[socket.socket, int]:
     """A bound UDP socket for ``local_addr`` and its largest datagram.
 
+    ``local_addr=None`` binds the wildcard: a dual-stack ``("::", 0)`` socket
+    (IPV6_V6ONLY off) where the host has IPv6, else ``("0.0.0.0", 0)``.
     ``buffer_size`` asks the kernel for receive and send buffers of that many
-    bytes (it may grant less: ``net.core.rmem_max`` / ``wmem_max`` cap it).
+    bytes (it may grant less: ``net.core.rmem_max`` / ``wmem_max`` cap it);
+    None keeps the kernel's default.
     """
+    if local_addr is None:
+        try:
+            return _bind_udp(("::", 0), socket.AF_INET6, reuse_port, buffer_size, dual_stack=True)
+        except TransportError:
+            local_addr = ("0.0.0.0", 0)
+    if not (isinstance(local_addr, tuple) and len(local_addr) in (2, 4)):
+        raise TransportError(f"cannot bind to {local_addr!r}: not a (host, port) address")
     host = local_addr[0]
+    try:
+        check_port(local_addr, local_addr[1])
+    except TransportError as exc:
+        raise TransportError(f"cannot bind to {exc}") from None
     if family is None:
         family = socket.AF_INET6 if isinstance(host, str) and ":" in host else socket.AF_INET
+    return _bind_udp(local_addr, family, reuse_port, buffer_size, dual_stack=False)
+
+
+def _bind_udp(
+    local_addr: tuple[Any, ...],
+    family: int,
+    reuse_port: bool,
+    buffer_size: int | None,
+    *,
+    dual_stack: bool,
+) -> tuple[socket.socket, int]:
     try:
-        infos = socket.getaddrinfo(host, local_addr[1], family, socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
+        infos = socket.getaddrinfo(local_addr[0], local_addr[1], family, socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError, TypeError) as exc:
         raise TransportError(f"cannot bind to {local_addr!r}: {exc}") from exc
     bind_addr: Any = infos[0][4]
     if family == socket.AF_INET6 and len(local_addr) == 4:
         bind_addr = (bind_addr[0], bind_addr[1], local_addr[2], local_addr[3])
-    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise TransportError(f"cannot open a socket for {local_addr!r}: {exc}") from exc
+    try:
+        if dual_stack:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if buffer_size is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
         sock.bind(bind_addr)
-    except OSError as exc:
+    except (OSError, OverflowError, TypeError) as exc:
         sock.close()
         raise TransportError(f"cannot bind to {local_addr!r}: {exc}") from exc
     return sock, (UDP6_MAX if family == socket.AF_INET6 else UDP4_MAX)
 
 
-def make_unix_socket(path: str | os.PathLike[str]) -> tuple[socket.socket, str]:
-    """A Unix datagram socket bound to ``path``; a stale socket file there is replaced."""
+def make_unix_socket(path: str | os.PathLike[str] | bytes) -> tuple[socket.socket, str | None]:
+    """A Unix datagram socket bound to ``path`` and the path to remove on close.
+
+    A path is bound in its canonical form (absolute, the directories' symlinks
+    resolved: what peers' addresses resolve to); a stale socket file there is
+    replaced. An abstract name (``"\\0name"``) is bound as is, and ``""``
+    autobinds an abstract name; neither leaves a file.
+    """
     fspath = os.fsdecode(path)
+    if fspath == "" or fspath.startswith("\0"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(fspath)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot bind to {fspath!r}: {exc}") from exc
+        return sock, None
+    # The directories resolved, not the name itself: bind() does not follow it.
+    head, tail = os.path.split(fspath)
+    canonical = os.path.join(canonical_unix_path(head or "."), tail)
+    if len(os.fsencode(canonical)) > UNIX_PATH_MAX:
+        canonical = fspath  # only the name as given fits in sun_path
     with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(fspath).st_mode):
-            if _unix_in_use(fspath):
+        if stat.S_ISSOCK(os.stat(canonical).st_mode):
+            if _unix_in_use(canonical):
                 raise TransportError(f"{fspath!r} is in use by another socket")
-            os.unlink(fspath)
+            os.unlink(canonical)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        sock.bind(fspath)
+        sock.bind(canonical)
     except OSError as exc:
         sock.close()
         raise TransportError(f"cannot bind to {fspath!r}: {exc}") from exc
-    return sock, fspath
+    return sock, canonical
 
 
 def _unix_in_use(path: str) -> bool:
