@@ -158,7 +158,7 @@ class Server(Generic[M]):
         handler = self._handler
         # The type of the last reply found not awaitable: checking the type is cheaper
         # than hasattr(reply, "__await__"), which raises and clears an AttributeError
-        # inside for every plain reply (server: 28.7k -> 28.2k instructions per request).
+        # inside for every plain reply (raw server: 28.7k -> 28.4k instructions per request).
         plain: type = type(None)
 
         def handle_now(item: Received[M]) -> None:
@@ -173,7 +173,7 @@ class Server(Generic[M]):
                 return
             if reply is None:
                 return
-            if reply.__class__ is not plain:
+            if type(reply) is not plain:
                 if hasattr(reply, "__await__"):
                     self._inline = False  # not a plain function after all: serve with tasks
                     d._stop_consuming(handle_now)
@@ -181,7 +181,7 @@ class Server(Generic[M]):
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                     return
-                plain = reply.__class__
+                plain = type(reply)
             try:
                 reply_nowait(cast("M", reply), addr)
             except DispatchError as exc:  # AdapterError, MessageTooLarge, TransportError
