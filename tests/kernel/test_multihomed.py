@@ -2,7 +2,7 @@
 
 Two fresh network namespaces joined by a veth pair: the server's side has two
 IPv4 and two IPv6 addresses on one interface (a primary and a secondary of each
-family), the client's one of each. The kernel would send a reply to the client
+family) and a link-local one, the client's one of each. The kernel would send a reply to the client
 from the primary address whatever address the client called; the server, bound
 to the dual-stack wildcard, must answer from the address each request reached,
 or the client's source check drops the reply. Both peers run as ``ip netns
@@ -24,6 +24,7 @@ import pytest
 
 SERVER_PRIMARY, SERVER_SECONDARY, CLIENT = "10.233.0.1", "10.233.0.3", "10.233.0.2"
 SERVER6_PRIMARY, SERVER6_SECONDARY, CLIENT6 = "fd00:233::1", "fd00:233::3", "fd00:233::2"
+SERVER_LINK_LOCAL, CLIENT_LINK_LOCAL = "fe80::233:1", "fe80::233:2"
 ROOT = Path(__file__).resolve().parents[2]
 
 SERVER = """
@@ -53,7 +54,10 @@ from tests.helpers.adapters import KeyAdapter
 async def main() -> None:
     results = {}
     for target in sys.argv[2:]:
-        bind = ("fd00:233::2" if ":" in target else "10.233.0.2", 0)
+        if "%" in target:  # link-local: the kernel picks the source on that link
+            bind = None
+        else:
+            bind = ("fd00:233::2" if ":" in target else "10.233.0.2", 0)
         async with await aiodisp.open_udp(KeyAdapter(), bind) as d:
             try:
                 reply = await d.request((1, b"hi"), (target, int(sys.argv[1])), timeout=1)
@@ -96,7 +100,8 @@ def lab() -> Iterator[tuple[str, str]]:
         for ns, addrs in ((srv, (SERVER_PRIMARY, SERVER_SECONDARY)), (cli, (CLIENT,))):
             for ip in addrs:
                 _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "veth0")
-        for ns, addrs in ((srv, (SERVER6_PRIMARY, SERVER6_SECONDARY)), (cli, (CLIENT6,))):
+        for ns, addrs in ((srv, (SERVER_LINK_LOCAL, SERVER6_PRIMARY, SERVER6_SECONDARY)),
+                          (cli, (CLIENT_LINK_LOCAL, CLIENT6))):
             for ip in addrs:
                 _run("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", "veth0", "nodad")
         for ns in (srv, cli):
@@ -139,6 +144,7 @@ def test_a_multi_homed_wildcard_server_answers_from_each_address_called(
 ) -> None:
     targets = [SERVER_PRIMARY, SERVER_SECONDARY]
     if bind == "default":
-        targets += [SERVER6_PRIMARY, SERVER6_SECONDARY]
+        # and over IPv6, a link-local destination with its scope (the interface) too
+        targets += [SERVER6_PRIMARY, SERVER6_SECONDARY, SERVER_LINK_LOCAL + "%veth0"]
     results = exchange(lab, bind, targets)
     assert results == {t: {"ok": True, "wrong_source": 0} for t in targets}
