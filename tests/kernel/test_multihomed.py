@@ -97,11 +97,15 @@ def lab() -> Iterator[tuple[str, str]]:
             _run("ip", "netns", "add", ns)
         _run("ip", "-n", srv, "link", "add", "veth0", "type", "veth",
              "peer", "name", "veth0", "netns", cli)
-        for ns, addrs in ((srv, (SERVER_PRIMARY, SERVER_SECONDARY)), (cli, (CLIENT,))):
+        v4: list[tuple[str, list[str]]] = [
+            (srv, [SERVER_PRIMARY, SERVER_SECONDARY]), (cli, [CLIENT])]
+        v6: list[tuple[str, list[str]]] = [
+            (srv, [SERVER_LINK_LOCAL, SERVER6_PRIMARY, SERVER6_SECONDARY]),
+            (cli, [CLIENT_LINK_LOCAL, CLIENT6])]
+        for ns, addrs in v4:
             for ip in addrs:
                 _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "veth0")
-        for ns, addrs in ((srv, (SERVER_LINK_LOCAL, SERVER6_PRIMARY, SERVER6_SECONDARY)),
-                          (cli, (CLIENT_LINK_LOCAL, CLIENT6))):
+        for ns, addrs in v6:
             for ip in addrs:
                 _run("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", "veth0", "nodad")
         for ns in (srv, cli):
