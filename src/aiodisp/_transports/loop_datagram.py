@@ -50,6 +50,8 @@ def native_transport_fits(sock: socket.socket) -> bool:
 
 class _Protocol(asyncio.DatagramProtocol):
     owner: LoopDatagramTransport
+    #: the owner's handler, which knows whether a send is in progress (see _sender)
+    on_error: Callable[[Exception], None]
 
     # Replaced by the sink's own method in LoopDatagramTransport.start(): the
     # loop then calls the dispatcher with no hop in between.
@@ -57,11 +59,7 @@ class _Protocol(asyncio.DatagramProtocol):
         return None
 
     def error_received(self, exc: Exception) -> None:
-        owner = self.owner
-        if owner._sending:
-            owner._send_failure = exc  # raised by send() once sendto returns
-        else:
-            owner._error(exc)
+        self.on_error(exc)
 
     def pause_writing(self) -> None:
         self.owner._paused = True
@@ -87,15 +85,13 @@ class LoopDatagramTransport:
         self._loop = loop
         self._sock = sock
         self._dgram = dgram
-        self._sendto = dgram.sendto
         self._protocol = protocol
         self._max = max_datagram_size
         self._local_addr: Address = sock.getsockname()
         self._family = sock.family
         self._sink: DatagramSink | None = None
         self._paused = False
-        self._sending = False
-        self._send_failure: Exception | None = None
+        self._send, protocol.on_error = _sender(self)
         self._writers: set[asyncio.Future[None]] = set()
         self._closed = False
         #: best-effort datagrams dropped because the loop had paused writing
@@ -148,31 +144,19 @@ class LoopDatagramTransport:
         high-water mark): ``await wait_writable()`` before sending more. Raises
         :class:`TransportError` at once for a datagram the kernel refused.
         """
-        if self._closed:
-            raise transport_error("the transport is closed", errno.EBADF)
-        self._sending = True
-        try:
-            self._sendto(data, addr)
-        except Exception as exc:  # OSError, and ValueError, TypeError, KeyError… for an address
-            self._send_failure = None
-            raise _send_error(addr, exc) from exc
-        finally:
-            self._sending = False
-        failure = self._send_failure
-        if failure is not None:
-            self._send_failure = None
-            raise _send_error(addr, failure) from failure
-        return self._paused
+        return self._send(data, addr)
 
     @property
-    def fast_send(self) -> Callable[[bytes, Address], object]:
-        """What the dispatcher's hot path calls: :meth:`send` itself.
+    def fast_send(self) -> Callable[[bytes, Address], bool]:
+        """What the dispatcher's hot path calls: :meth:`send` without the method hop.
 
         (It was the loop transport's C ``sendto``, one Python frame less, but
         uvloop reports a refused datagram through ``error_received`` from inside
-        that call: only a frame around it can raise the error to the caller.)
+        that call: only a frame around it can raise the error to the caller.
+        Measured with callgrind: ~560 instructions more per request for a uvloop
+        client, ~860 for a server, of 44,000 and 29,000.)
         """
-        return self.send
+        return self._send
 
     def send_best_effort(self, data: bytes, addr: Address) -> bool:
         """Send a datagram its sender can lose (an ACK, a cached or inline reply).
@@ -183,7 +167,7 @@ class LoopDatagramTransport:
         if self._paused:
             self.dropped += 1
             return False
-        self.send(data, addr)
+        self._send(data, addr)
         return True
 
     def _error(self, exc: Exception) -> None:
@@ -220,6 +204,49 @@ class LoopDatagramTransport:
         self._closed = True
         self._dgram.abort()
         self._resume()
+
+
+def _sender(
+    owner: LoopDatagramTransport,
+) -> tuple[Callable[[bytes, Address], bool], Callable[[Exception], None]]:
+    """The owner's send and its protocol's error_received, sharing the send in progress.
+
+    The loop transport calls ``error_received`` from inside ``sendto`` for a
+    datagram the kernel refused (and later, from its event callbacks, for
+    errors of datagrams sent or received before): one that arrives while
+    ``send`` is in progress is that send's failure, raised to its caller once
+    ``sendto`` returns; any other goes to the sink. Closures over shared cells
+    rather than attributes: this is the hot path of every request on uvloop.
+    """
+    sendto = owner._dgram.sendto
+    sending = False
+    failure: Exception | None = None
+
+    def send(data: bytes, addr: Address) -> bool:
+        nonlocal sending, failure
+        if owner._closed:
+            raise transport_error("the transport is closed", errno.EBADF)
+        sending = True
+        try:
+            sendto(data, addr)
+        except Exception as exc:  # OSError, and ValueError, TypeError, KeyError… for an address
+            sending = False
+            failure = None
+            raise _send_error(addr, exc) from exc
+        sending = False
+        if failure is not None:
+            refused, failure = failure, None
+            raise _send_error(addr, refused) from refused
+        return owner._paused
+
+    def error_received(exc: Exception) -> None:
+        nonlocal failure
+        if sending:
+            failure = exc
+        else:
+            owner._error(exc)
+
+    return send, error_received
 
 
 def _send_error(addr: Address, exc: BaseException) -> TransportError:
