@@ -53,19 +53,19 @@ class SourceTable:
     control message into the one to send with, cached by its bytes.
     """
 
-    __slots__ = ("_cmsgs", "sources")
+    __slots__ = ("cmsgs", "sources")
 
     def __init__(self) -> None:
         self.sources: dict[Address, Cmsg] = {}
-        self._cmsgs: dict[bytes, Cmsg] = {}
+        self.cmsgs: dict[bytes, Cmsg] = {}
 
     def cmsg_for(self, level: int, kind: int, data: bytes) -> Cmsg:
-        cmsg = self._cmsgs.get(data)
+        cmsg = self.cmsgs.get(data)
         if cmsg is None:
             cmsg = _reply_cmsg(level, kind, data)
-            if len(self._cmsgs) >= _CMSGS_MAX:
-                self._cmsgs.clear()
-            self._cmsgs[data] = cmsg
+            if len(self.cmsgs) >= _CMSGS_MAX:
+                self.cmsgs.clear()
+            self.cmsgs[data] = cmsg
         return cmsg
 
     def learn(self, addr: Address, cmsg: Cmsg) -> None:

@@ -108,12 +108,12 @@ class SocketTransport:
             pktinfo.enable(sock)
             self._sources = pktinfo.SourceTable()
             self._read_ready = self._read_pktinfo
-            self._sendto = self._sendto_pktinfo
+            self._sendto = _pktinfo_sender(sock, self._sources.sources)
             if local[0].startswith(_MAPPED):
                 local = (local[0][7:], local[1])
         elif family == socket.AF_INET6:
             self._read_ready = self._read_plain
-            self._sendto = self._sendto_v6
+            self._sendto = _v6_sender(sock)
         else:
             self._read_ready = self._read_plain
             self._sendto = sock.sendto
@@ -215,6 +215,7 @@ class SocketTransport:
         assert sink is not None and sources is not None
         deliver = sink.datagram_received
         table = sources.sources
+        cmsgs = sources.cmsgs
         v6 = self._family == socket.AF_INET6
         for _ in range(self._batch):
             try:
@@ -229,7 +230,10 @@ class SocketTransport:
                 if host.startswith(_MAPPED) and "." in host:
                     addr = (host[7:], addr[1])
             if anc:
-                cmsg = sources.cmsg_for(*anc[0])
+                level, kind, cdata = anc[0]
+                cmsg = cmsgs.get(cdata)
+                if cmsg is None:
+                    cmsg = sources.cmsg_for(level, kind, cdata)
                 if table.get(addr) is not cmsg:
                     sources.learn(addr, cmsg)
             deliver(data, addr)
@@ -237,21 +241,6 @@ class SocketTransport:
                 return
 
     # -- sending
-
-    def _sendto_v6(self, data: bytes, addr: Address) -> object:
-        if len(addr) == 2 and ":" not in addr[0]:
-            addr = (_MAPPED + addr[0], addr[1], 0, 0)
-        return self._sock.sendto(data, addr)
-
-    def _sendto_pktinfo(self, data: bytes, addr: Address) -> object:
-        assert self._sources is not None
-        cmsg = self._sources.sources.get(addr)
-        target = addr
-        if self._family == socket.AF_INET6 and len(addr) == 2 and ":" not in addr[0]:
-            target = (_MAPPED + addr[0], addr[1], 0, 0)
-        if cmsg is None:
-            return self._sock.sendto(data, target)
-        return self._sock.sendmsg((data,), cmsg, 0, target)
 
     def send(self, data: bytes, addr: Address) -> bool:
         """Send, or queue for ``addr`` alone if it cannot take the datagram now.
@@ -365,6 +354,41 @@ class SocketTransport:
         if self._unlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._unlink)
+
+
+def _v6_sender(sock: socket.socket) -> Callable[[bytes, Address], object]:
+    """``sock.sendto`` for canonical addresses on an AF_INET6 socket (IPv4 peers mapped)."""
+    sendto = sock.sendto
+
+    def send(data: bytes, addr: Address) -> object:
+        if len(addr) == 2 and ":" not in addr[0]:
+            addr = (_MAPPED + addr[0], addr[1], 0, 0)
+        return sendto(data, addr)
+
+    return send
+
+
+def _pktinfo_sender(
+    sock: socket.socket, sources: dict[Address, pktinfo.Cmsg]
+) -> Callable[[bytes, Address], object]:
+    """Send from the address each peer reached (its control message in ``sources``)."""
+    sendto = sock.sendto
+    sendmsg = sock.sendmsg
+    get = sources.get
+    v6 = sock.family == socket.AF_INET6
+
+    def send(data: bytes, addr: Address) -> object:
+        cmsg = get(addr)
+        if v6 and len(addr) == 2 and ":" not in addr[0]:
+            target = (_MAPPED + addr[0], addr[1], 0, 0)
+            if cmsg is None:
+                return sendto(data, target)
+            return sendmsg((data,), cmsg, 0, target)
+        if cmsg is None:
+            return sendto(data, addr)
+        return sendmsg((data,), cmsg, 0, addr)
+
+    return send
 
 
 def _buffer_sizes(sock: socket.socket) -> tuple[int, int]:
