@@ -157,7 +157,7 @@ def hostile_datagrams(
         elif kind == "truncated":
             data = rng.randbytes(rng.randrange(1, 8))
         elif kind == "bad_flags":
-            data = _header(rng.choice((0x03, 0x04, 0x80, 0xFF)), pid) + rng.randbytes(12)
+            data = _header(rng.choice((0x03, 0x05, 0x80, 0xFF)), pid) + rng.randbytes(12)
         elif kind == "unknown_ack":
             data = _header(_ACK, pid)
         elif kind == "ack_payload":

@@ -32,8 +32,9 @@ __all__ = ["DeliveryLog", "EVICT_BATCH", "Entry", "IdKey", "MAX_REPLY_RESENDS", 
 
 IdKey = tuple[Hashable, int]
 PeerKey = tuple[Hashable, Hashable]
-#: ``(expires, id_key, peer_key)``: one delivered datagram.
-Entry = tuple[float, IdKey, PeerKey | None]
+#: ``(expires, id_key, peer_key, key)``: one delivered datagram. ``key`` is its
+#: message's key: a copy must match it too (packet ids are random and may repeat).
+Entry = tuple[float, IdKey, PeerKey | None, Hashable]
 
 #: The most entries a full log forgets at once (1/64 of a small capacity).
 EVICT_BATCH = 32
@@ -81,14 +82,14 @@ class DeliveryLog:
 
     def record(self, addr: Hashable, packet_id: int, key: Hashable | None, now: float) -> None:
         """Remember a delivery; with ``key``, a reply to it can be attached."""
-        self.add((addr, packet_id), None if key is None else (addr, key), now)
+        self.add((addr, packet_id), None if key is None else (addr, key), key, now)
 
-    def add(self, id_key: IdKey, peer_key: PeerKey | None, now: float) -> None:
+    def add(self, id_key: IdKey, peer_key: PeerKey | None, key: Hashable, now: float) -> None:
         """:meth:`record` for callers that hold the keys already (the receive path)."""
         order = self._order
         if order and (order[0][0] <= now or len(order) >= self.capacity):
             self.expire(now)
-        entry = (now + self.ttl, id_key, peer_key)
+        entry = (now + self.ttl, id_key, peer_key, key)
         self.by_id[id_key] = entry
         order.append(entry)
         if peer_key is not None:
@@ -96,9 +97,20 @@ class DeliveryLog:
 
     def attach_reply(self, addr: Hashable, key: Hashable, datagram: bytes) -> bool:
         """Keep ``datagram`` as the reply to the delivered message with ``key`` from ``addr``."""
-        # the first reply is kept: the request is no longer indexed for another
-        entry = self._by_key.pop((addr, key), None)
-        if entry is None or len(datagram) > self.reply_bytes:
+        entry = self.reply_entry(addr, key)
+        return entry is not None and self.keep_reply(entry, datagram)
+
+    def reply_entry(self, addr: Hashable, key: Hashable) -> Entry | None:
+        """The delivery a message with ``key`` to ``addr`` answers, taken off the index.
+
+        (The first reply is kept: the request is no longer indexed for another.)
+        ``TypeError`` for an unhashable key.
+        """
+        return self._by_key.pop((addr, key), None)
+
+    def keep_reply(self, entry: Entry, datagram: bytes) -> bool:
+        """Keep ``datagram`` as the reply to the delivery ``entry`` (bounded in bytes)."""
+        if len(datagram) > self.reply_bytes:
             return False
         id_key = entry[1]
         self._reply[id_key] = datagram
@@ -125,6 +137,15 @@ class DeliveryLog:
         self._resends[id_key] = sent + 1
         return datagram
 
+    def forget(self, id_key: IdKey) -> None:
+        """Let go of the delivery kept under ``id_key`` (another datagram reuses its id)."""
+        entry = self.by_id.pop(id_key, None)
+        if entry is not None:
+            self._drop_reply(id_key)
+            peer_key = entry[2]
+            if peer_key is not None and self._by_key.get(peer_key) is entry:
+                del self._by_key[peer_key]
+
     def _drop_reply(self, id_key: IdKey) -> None:
         datagram = self._reply.pop(id_key, None)
         if datagram is not None:
@@ -147,7 +168,7 @@ class DeliveryLog:
         freed = 0
         while order and (order[0][0] <= now or len(order) > limit):
             entry = order.popleft()
-            _, id_key, peer_key = entry
+            _, id_key, peer_key, _key = entry
             # (one look-up each: this runs once per delivery when the log is full)
             kept = by_id.pop(id_key, None)
             if kept is entry:

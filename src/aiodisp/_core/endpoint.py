@@ -25,6 +25,7 @@ from .delivery_log import DeliveryLog
 from .framing import (
     FLAG_ACK,
     FLAG_ACK_REQUESTED,
+    FLAG_REPLY,
     HEADER_SIZE,
     ID_BITS,
     ID_MASK,
@@ -33,6 +34,7 @@ from .framing import (
     pack_word,
     unpack_word,
 )
+from .packet_ids import PacketIds
 from .pending import NOTIFY, REQUEST, Pending, _alloc, new_pending
 from .received import Received
 from .rtt import RttTable
@@ -48,6 +50,9 @@ Reporter = Callable[[str, Address, object], None]
 #: Bytes above which an empty table is replaced by a new one.
 _SHRINK_ABOVE = 64 * 1024
 
+
+#: The header word of a reply, less the packet id of the message it answers.
+_REPLY_WORD = FLAG_REPLY << ID_BITS
 
 #: The packet id of an ACK-framed datagram whose header word is not read yet (>= 0).
 _UNREAD = 1 << 62
@@ -162,7 +167,9 @@ class Endpoint(Generic[M]):
         # the schedule's lane for the timeout of the last request sent once
         self._final_timeout = math.nan
         self._final_lane: Lane | None = None
-        self._next_id = self.rng.getrandbits(ID_BITS)
+        # random packet ids (see .packet_ids): popped from ids.ready, drawn when it is empty
+        self._ids = PacketIds(seed)
+        self._ready = self._ids.ready
 
     # ------------------------------------------------------------------ sending
 
@@ -189,8 +196,8 @@ class Endpoint(Generic[M]):
 
     def _frame(self, flags: int, raw: bytes) -> tuple[bytes, int]:
         if self.ack:
-            packet_id = self._next_id
-            self._next_id = packet_id + 1 if packet_id < ID_MASK else 0
+            ready = self._ready
+            packet_id = ready.pop() if ready else self._ids.draw()
             frame = pack_word((flags << ID_BITS) | packet_id) + raw
         else:
             packet_id = -1
@@ -227,8 +234,8 @@ class Endpoint(Generic[M]):
         except TypeError as exc:
             raise AdapterError(f"msg_key returned an unhashable {type(key).__name__}") from exc
         if self.ack:
-            packet_id = self._next_id
-            self._next_id = packet_id + 1 if packet_id < ID_MASK else 0
+            ready = self._ready
+            packet_id = ready.pop() if ready else self._ids.draw()
             frame = pack_word(packet_id) + raw
         else:
             packet_id = -1
@@ -288,8 +295,11 @@ class Endpoint(Generic[M]):
         """The datagram of a message sent once, waiting for nothing.
 
         Over ACK framing, if it answers a message delivered from ``addr`` with
-        the same key, it is kept in the reply cache. (A serving hot path:
-        encode() and _frame() are inlined.)
+        the same key, it is a *reply*: its header carries :data:`FLAG_REPLY` and
+        the packet id of the message it answers (so the peer matches it to that
+        very call, and a copy of it to no later one), and it is kept in the reply
+        cache. Otherwise it is framed as :meth:`_frame` does. (A serving hot
+        path: encode() and _frame() are inlined.)
         """
         ack = self.ack
         try:
@@ -302,19 +312,26 @@ class Endpoint(Generic[M]):
             raise _adapter_failed("msg_to_raw", msg, exc) from exc
         if type(raw) is not bytes:
             raw = self._as_bytes(raw)
-        if ack:
-            packet_id = self._next_id
-            self._next_id = packet_id + 1 if packet_id < ID_MASK else 0
-            frame = pack_word(packet_id) + raw
+        if not ack:
+            if len(raw) > self.max_datagram_size:
+                raise MessageTooLarge(len(raw), self.max_datagram_size)
+            self.counters.notifies += 1
+            return raw
+        if len(raw) + HEADER_SIZE > self.max_datagram_size:
+            raise MessageTooLarge(len(raw) + HEADER_SIZE, self.max_datagram_size)
+        log = self.log
+        is_reply = self._is_reply
+        try:
+            # (a message its adapter says is no reply answers nothing, whatever its key)
+            entry = log.reply_entry(addr, key) if is_reply is None or is_reply(msg) else None
+        except TypeError:
+            entry = None  # an unhashable key cannot name a delivered request
+        if entry is None:
+            ready = self._ready
+            frame = pack_word(ready.pop() if ready else self._ids.draw()) + raw
         else:
-            frame = raw
-        if len(frame) > self.max_datagram_size:
-            raise MessageTooLarge(len(frame), self.max_datagram_size)
-        if ack:
-            try:
-                self.log.attach_reply(addr, key, frame)
-            except TypeError:
-                pass  # an unhashable key cannot name a delivered request
+            frame = pack_word(_REPLY_WORD | entry[1][1]) + raw
+            log.keep_reply(entry, frame)
         self.counters.notifies += 1
         return frame
 
@@ -487,16 +504,23 @@ class Endpoint(Generic[M]):
                     self.report("empty", addr, None)
                 return None
             flags = data[0]
+            reply_to = -1
             if flags:
                 (packet_id,) = unpack_word(data)
                 packet_id &= ID_MASK
-                if flags == FLAG_ACK:
+                if flags == FLAG_REPLY:
+                    # a reply to our datagram ``packet_id``: nothing of it is recorded
+                    # (the id is ours), it completes that call or nothing
+                    reply_to = packet_id
+                    packet_id = -1
+                    flags = 0
+                elif flags == FLAG_ACK:
                     if size != HEADER_SIZE:
                         counters.header_errors += 1
                         self.report("header", addr, "ACK with payload")
                         return None
                     return self._on_ack(packet_id, addr, now)
-                if flags != FLAG_ACK_REQUESTED:
+                elif flags != FLAG_ACK_REQUESTED:
                     counters.header_errors += 1
                     self.report("header", addr, f"flags 0x{flags:02x}")
                     return None
@@ -512,14 +536,19 @@ class Endpoint(Generic[M]):
                 self.report("empty", addr, None)
                 return None
             flags = 0
-            packet_id = -1
+            packet_id = reply_to = -1
             raw = data
         waiting = self.waiting
         is_reply = self._is_reply
         try:
             msg = self._from_raw(raw)
             key = self._key_of(msg)
-            if is_reply is None:
+            if reply_to >= 0:
+                reply = True
+                p = waiting.get(key)
+                if p is not None and p.packet_id != reply_to:
+                    p = None  # a copy of the reply to an earlier call with this key
+            elif is_reply is None:
                 p = waiting.get(key)
                 reply = p is not None and (not self.check_source or p.addr == addr)
             elif is_reply(msg):
@@ -549,6 +578,17 @@ class Endpoint(Generic[M]):
                 return None
             # (An expired entry is forgotten, with its reply, by the log.add() below:
             # entries expire in arrival order, so the oldest one has expired too.)
+            if entry is not None and entry[0] > now:
+                try:
+                    same = entry[3] == key
+                except Exception:
+                    same = True  # a key that cannot compare: take it as the copy it seems
+                if not same:
+                    # Another datagram with the same random id (see .packet_ids): it is
+                    # new. The old delivery gives way, so its cached reply answers no
+                    # copy of this one.
+                    self.log.forget(id_key)
+                    entry = None
             if entry is not None and entry[0] > now:
                 counters.duplicates += 1
                 if flags:
@@ -594,7 +634,7 @@ class Endpoint(Generic[M]):
                     # without is_reply a network duplicate of this reply would look
                     # like a new message: remember it (with is_reply it is just an
                     # unknown reply)
-                    self.log.add(id_key, None, now)
+                    self.log.add(id_key, None, key, now)
                 if flags:
                     self.outbox.append((ack_for(packet_id), addr))
                     counters.acks_sent += 1
@@ -608,7 +648,7 @@ class Endpoint(Generic[M]):
         inbox.append(_new_tuple(Received, (msg, size, addr)))
         counters.delivered += 1
         if packet_id >= 0:
-            self.log.add(id_key, (addr, key), now)
+            self.log.add(id_key, (addr, key), key, now)
             if flags:
                 self.outbox.append((ack_for(packet_id), addr))
                 counters.acks_sent += 1

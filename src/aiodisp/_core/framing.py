@@ -1,6 +1,7 @@
 """The 8-byte header of ACK framing (SCION's historical reliable-UDP header).
 
-One flags byte (0x01: ACK requested, 0x02: this datagram is an ACK), then a
+One flags byte (0x01: ACK requested, 0x02: this datagram is an ACK, 0x04: this
+datagram is a reply to the datagram whose id it carries), then a
 7-byte big-endian packet id, then the adapter's bytes. The header is packed and
 unpacked as one big-endian 64-bit word: flags in the top byte, id below.
 """
@@ -13,6 +14,7 @@ from typing import Literal
 __all__ = [
     "FLAG_ACK",
     "FLAG_ACK_REQUESTED",
+    "FLAG_REPLY",
     "Framing",
     "HEADER_SIZE",
     "ID_BITS",
@@ -31,6 +33,9 @@ Framing = Literal["ack", "raw"]
 HEADER_SIZE = 8
 FLAG_ACK_REQUESTED = 0x01
 FLAG_ACK = 0x02
+#: This datagram is a reply to the datagram whose packet id it carries (the id is the
+#: request's, from the receiver's own id space, not a new one of the sender's).
+FLAG_REPLY = 0x04
 ID_BITS = 56
 ID_MASK = (1 << ID_BITS) - 1
 
