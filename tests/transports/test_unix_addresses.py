@@ -121,25 +121,55 @@ async def test_any_name_of_the_servers_socket_gets_the_reply(
         assert client.stats.wrong_source == 0
 
 
-async def test_a_peer_bound_by_a_relative_path_is_reported_by_its_absolute_path(
+async def test_a_peer_bound_by_a_relative_path_is_reported_as_the_kernel_reports_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    expected = canonical(tmp_path / "peer.sock")
     async with await aiodisp.open_unix(KeyAdapter(), tmp_path / "s.sock") as server:
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             raw.bind("peer.sock")  # the kernel reports this name as given: relative
             raw.sendto(frame(5, b"hi"), server.local_addr)
             received = await server.recv_from(timeout=2)
-            assert received.addr == expected
-            await server.notify_unreliable(received.msg, received.addr)  # and it is answerable
+            # not resolved against this process's directory: that is not the sender's
+            assert received.addr == "peer.sock"
+            await server.notify_unreliable(received.msg, received.addr)  # it is answerable
             raw.settimeout(2)
             got = [raw.recv(100), raw.recv(100)]  # the ACK, then the message
             assert got[1][8:] == struct.pack(">Q", 5) + b"hi"
         finally:
             raw.close()
             os.unlink(tmp_path / "peer.sock")
+
+
+async def test_a_peer_cannot_pass_for_another_by_swapping_its_directory_for_a_symlink(
+    tmp_path: Path,
+) -> None:
+    """The kernel reports the name a socket was bound by; resolving that name again
+    later would follow whatever the sender has since put in its path."""
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "evil").mkdir()
+    server_path = tmp_path / "srv" / "s.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # the genuine peer: silent
+    server.bind(str(server_path))
+    forger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    forger.bind(str(tmp_path / "evil" / "s.sock"))
+    (tmp_path / "evil").rename(tmp_path / "evil-moved")
+    (tmp_path / "evil").symlink_to(tmp_path / "srv", target_is_directory=True)
+    # .../evil/s.sock now resolves to the server's socket; the forger still reports it
+    try:
+        async with await aiodisp.open_unix(KeyAdapter(), tmp_path / "client.sock") as client:
+            asking = asyncio.create_task(
+                client.request((1, b"q"), str(server_path), timeout=0.5))
+            await asyncio.sleep(0.05)
+            forger.sendto(struct.pack(">Q", 0) + struct.pack(">Q", 1) + b"forged",
+                          client.local_addr)
+            with pytest.raises(aiodisp.RequestTimeout):
+                await asking
+            assert client.stats.replies_matched == 0
+    finally:
+        forger.close()
+        server.close()
 
 
 # --------------------------------------------------------------------------- abstract names

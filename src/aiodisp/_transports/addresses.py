@@ -15,13 +15,24 @@ used as a dict key beside) an address given by the user:
   this host, is the loopback it reaches (``127.0.0.1``, ``::1``): the address
   a reply then comes from. From an IPv4 socket, ``("::", port)`` (a dual-stack
   server's own address) is ``("127.0.0.1", port)``.
-* Unix datagram peers: a ``str``. A path is made absolute with its symbolic
-  links resolved (``os.path.realpath``), so ``./x``, ``//x`` and a symlink to
-  ``x`` all name one peer; an abstract name (what the kernel reports as
-  ``b"\\0..."`` for an autobound socket) is the ``str`` ``"\\0..."``. A path
-  whose resolved form no longer fits in ``sun_path`` (107 bytes) is kept as
-  given. A sender with no address (an unbound socket) is reported as ``None``:
-  it cannot be answered, and sending to it raises :class:`TransportError`.
+* Unix datagram peers: a ``str``. A destination path is made absolute with
+  its symbolic links resolved (``os.path.realpath``), so ``./x``, ``//x`` and
+  a symlink to ``x`` all name one peer, and aiodisp binds its own sockets by
+  that canonical path, which is what the kernel then reports for them. A
+  *received* address is taken exactly as the kernel reports it, never
+  resolved against the file system or the current directory: a name the
+  kernel reports is the sender's own bind string, and resolving it again
+  would let a local process whose bound directory was since swapped for a
+  symlink pass for the peer the symlink points to. So a peer that did not
+  bind by its canonical path (a relative or symlinked name, as a program
+  other than aiodisp may) is answered by the name it reported, but a request
+  sent to it by another name cannot match its replies (use
+  ``check_source=False`` for it). An abstract name (what the kernel reports
+  as ``b"\\0..."`` for an autobound socket) is the ``str`` ``"\\0..."``. A
+  path whose resolved form no longer fits in ``sun_path`` (107 bytes) is kept
+  as given. A sender with no address (an unbound socket) is reported as
+  ``None``: it cannot be answered, and sending to it raises
+  :class:`TransportError`.
 
 Malformed addresses (not a tuple, a port outside 0-65535, unhashable parts, a
 host of the wrong family) raise :class:`TransportError`.
@@ -119,12 +130,13 @@ def canonical_unix_path(path: str) -> str:
 
 
 def received_unix_address(addr: str | bytes | None) -> str | None:
-    """The canonical form of a sender address as ``recvfrom`` reports it (uncached)."""
+    """A sender's address as ``recvfrom`` reports it, in the one form: an abstract
+    name (bytes) as ``str``, no address as None; a path exactly as reported."""
     if addr is None or addr == "" or addr == b"":
         return None
     if isinstance(addr, bytes):
         return os.fsdecode(addr)  # an abstract name
-    return canonical_unix_path(addr)
+    return addr
 
 
 # --------------------------------------------------------------------------- IP

@@ -196,13 +196,16 @@ class SocketTransport:
             except OSError as exc:
                 sink.error_received(exc)
                 return
-            addr = names.get(raw, _MISSING)
-            if addr is _MISSING:
-                addr = received_unix_address(raw)
-                if len(names) >= _UNIX_NAMES_MAX:
-                    names.clear()
-                names[raw] = addr
-            deliver(data, addr)
+            if raw.__class__ is str and raw:
+                deliver(data, raw)  # a path, as the sender bound it
+            else:  # an abstract name (bytes), or None: an unbound sender
+                addr = names.get(raw, _MISSING)
+                if addr is _MISSING:
+                    addr = received_unix_address(raw)
+                    if len(names) >= _UNIX_NAMES_MAX:
+                        names.clear()
+                    names[raw] = addr
+                deliver(data, addr)
             if self._closed:
                 return
 
