@@ -12,7 +12,7 @@ import asyncio
 import errno
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -289,25 +289,44 @@ class Dispatcher(Generic[M]):
                 "uses raw framing (use notify_unreliable(), or framing='ack')"
             )
 
-    def notify_unreliable(self, msg: M, addr: Address) -> Coroutine[Any, Any, None]:
-        """Send ``msg`` once and return at once; nothing is retransmitted or confirmed."""
-        # A plain method returning the coroutine: no extra frame on the serving hot path.
-        return self._send_oneway(msg, addr, None)
-
     def send_nowait(self, msg: M, addr: Address) -> None:
         """Send ``msg`` once, now, from plain (not async) code; nothing is confirmed.
 
         Raises what :meth:`notify_unreliable` raises, and :class:`TransportError`
         when the transport cannot take the datagram now (its send queue for
-        ``addr`` is full): nothing waits. ``addr`` is used as given unless an
-        earlier call resolved it: pass a numeric address, or the ``addr`` of a
-        :class:`Received`.
+        ``addr`` is full): nothing waits. ``addr`` is a numeric address, the
+        ``addr`` of a :class:`Received`, or a
+        name an earlier call resolved: a name that would need a look-up now is a
+        :class:`TransportError`, as is a malformed address.
         """
         try:
-            dest = self._addrs.get(addr, addr)
+            dest = self._addrs.get(addr)
         except TypeError:
             raise TransportError(f"{addr!r} is not an address: it is unhashable") from None
+        if dest is None:
+            dest = self._resolve_now(addr)
         self._reply_nowait(msg, dest)
+
+    def _resolve_now(self, addr: Any) -> Address:
+        """``addr`` resolved without waiting (numeric addresses resolve at once), cached."""
+        coro = self._transport.resolve(addr)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            dest = done.value
+        except TypeError as exc:
+            raise TransportError(f"{addr!r} is not an address: {exc}") from exc
+        else:
+            coro.close()
+            raise TransportError(
+                f"cannot resolve {addr!r} without waiting: send_nowait() takes a numeric "
+                "address, or a name an awaited call has resolved"
+            )
+        addrs = self._addrs
+        if len(addrs) >= _ADDR_CACHE_MAX:
+            addrs.clear()
+        addrs[addr] = dest
+        return dest
 
     def _reply_sender(self) -> Callable[[M, Address], None]:
         """The serving seam's way out: ``_reply_nowait(msg, addr)``, built once.
@@ -401,7 +420,14 @@ class Dispatcher(Generic[M]):
             raise TransportError.cannot_send(dest, exc) from exc.__cause__ or exc
         self._send_failed(dest, exc)  # a loss like any other: the policy resends
 
-    async def _send_oneway(self, msg: M, addr: Address, timeout: float | None) -> None:
+    async def notify_unreliable(
+        self, msg: M, addr: Address, timeout: float | None = None
+    ) -> None:
+        """Send ``msg`` once and return at once; nothing is retransmitted or confirmed.
+
+        It waits only if the transport's send queue is full (a Unix peer that
+        does not read), for room, within ``timeout`` (default: the dispatcher's).
+        """
         if self._closed:
             raise DispatcherClosed()
         timeout = self._timeout if timeout is None else _checked_timeout(timeout)
@@ -427,6 +453,9 @@ class Dispatcher(Generic[M]):
                 ) from None
             if self._closed:
                 raise DispatcherClosed()
+
+    # notify() over a reliable transport with raw framing sends the same way
+    _send_oneway = notify_unreliable
 
     async def _wait_writable(self, p: Pending, dest: Address) -> None:
         """Wait for room in the transport's send queue, within the call's deadline."""
@@ -524,6 +553,7 @@ class Dispatcher(Generic[M]):
             p.waiter = None
             if waiter is not None and not waiter.done():
                 waiter.set_exception(DispatcherClosed("the dispatcher closed while waiting"))
+                waiter.exception()  # a call blocked on send room raises its own: no warning
         self._readers.wake_all()  # each woken call sees _closed and raises
         self._room.release_all()
         await asyncio.sleep(0)
@@ -652,6 +682,7 @@ class Dispatcher(Generic[M]):
                 p.waiter = None
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(_timeout_error(p, now))
+                    waiter.exception()  # (retrieved: see close())
             if expired and self._room_waiting:
                 self._room.freed()
         finally:

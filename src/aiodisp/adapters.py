@@ -39,6 +39,20 @@ _unpack_word = _WORD.unpack_from
 _REPLY_BIT = 1 << 63
 _ID_MASK = _REPLY_BIT - 1
 _new_tuple = tuple.__new__
+_StructError = struct.error
+
+
+def _encode_error(msg: object) -> Exception:
+    """What IdPrefixAdapter says when handed something it cannot encode: what it expected."""
+    if isinstance(msg, IdMessage) and isinstance(msg[0], int) and not 0 <= msg[0] <= _ID_MASK:
+        return ValueError(f"an IdMessage id must fit in 63 bits (0..2**63-1), not {msg[0]}")
+    if isinstance(msg, IdMessage):
+        fields = ", ".join(f"{name}={type(value).__name__}" for name, value in
+                           zip(IdMessage._fields, msg, strict=True))
+        return TypeError(f"IdPrefixAdapter encodes an IdMessage(id: int, payload: bytes, "
+                         f"reply: bool), not one with {fields}")
+    return TypeError(
+        f"IdPrefixAdapter encodes an IdMessage(id, payload, reply), not a {type(msg).__name__}")
 
 
 class IdPrefixAdapter:
@@ -52,10 +66,13 @@ class IdPrefixAdapter:
     # attribute read through ``self`` and a NamedTuple field read by name are not
     # specialised, a global and ``msg[0]`` are.
     def msg_to_raw(self, msg: IdMessage) -> bytes:
-        ident = msg[0]
-        if ident > _ID_MASK:  # it would read as the reply flag (a negative one fails to pack)
-            raise ValueError(f"an IdMessage id must fit in 63 bits, not {ident}")
-        return _pack_word(ident | _REPLY_BIT if msg[2] else ident) + msg[1]
+        try:
+            ident = msg[0]
+            if ident > _ID_MASK:  # it would read as the reply flag
+                raise ValueError(f"an IdMessage id must fit in 63 bits, not {ident}")
+            return _pack_word(ident | _REPLY_BIT if msg[2] else ident) + msg[1]
+        except (TypeError, IndexError, KeyError, _StructError) as exc:
+            raise _encode_error(msg) from exc
 
     def raw_to_msg(self, raw: bytes) -> IdMessage:
         (word,) = _unpack_word(raw)

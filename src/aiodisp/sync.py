@@ -191,6 +191,14 @@ class SyncDispatcher(Generic[M]):
             raise RuntimeError(
                 "a SyncDispatcher was called from its own event loop; use the async API there"
             )
+        if _loop_running_here():
+            name = getattr(fn, "__name__", "call")
+            name = {"_stats": "stats", "_next_or_none": "__next__"}.get(name, name)
+            raise RuntimeError(
+                f"SyncDispatcher.{name}() was called from a coroutine running on an event loop: "
+                "it would block that loop until the call ends; use the async API there "
+                "(await it on an aiodisp.Dispatcher opened on that loop)"
+            )
         with self._lock:  # no new call may start once close() has begun
             if self._closed:
                 raise DispatcherClosed()
@@ -305,6 +313,15 @@ class SyncDispatcher(Generic[M]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SyncDispatcher {self._d.framing} {self.local_addr!r}: {state}>"
+
+
+def _loop_running_here() -> bool:
+    """Whether the calling thread is running an event loop (a coroutine called us)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _open(runner: _LoopThread, coro: Coroutine[Any, Any, T]) -> T:

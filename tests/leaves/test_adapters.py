@@ -218,3 +218,20 @@ def test_id_prefix_rejects_what_it_cannot_code() -> None:
         adapter.msg_to_raw(IdMessage(-1))
     with pytest.raises(Exception):  # noqa: B017
         adapter.raw_to_msg(b"short")
+
+
+@pytest.mark.parametrize(
+    ("msg", "error", "says"),
+    [
+        ("hello", TypeError, "encodes an IdMessage(id, payload, reply), not a str"),
+        (IdMessage("7", b""), TypeError, "not one with id=str, payload=bytes, reply=bool"),
+        (IdMessage(7, "text"), TypeError, "not one with id=int, payload=str"),
+        (IdMessage(-1, b""), ValueError, "must fit in 63 bits (0..2**63-1), not -1"),
+    ],
+)
+def test_id_prefix_adapter_given_the_wrong_types_says_what_it_expected(
+    msg: Any, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error) as caught:
+        IdPrefixAdapter().msg_to_raw(msg)
+    assert says in str(caught.value)

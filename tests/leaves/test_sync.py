@@ -307,3 +307,19 @@ def test_calling_from_the_loop_thread_is_refused() -> None:
         with pytest.raises(RuntimeError, match="another thread"):
             fut.result(5)
         assert not s.closed
+
+
+def test_calling_the_facade_from_a_coroutine_names_the_mistake() -> None:
+    """Blocking a running loop on a call would stall it (and read as a timeout)."""
+    with aiodisp.sync.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0)) as s:
+        peer = s.local_addr
+
+        async def misuse() -> None:
+            with pytest.raises(RuntimeError, match=r"SyncDispatcher\.request\(\) was called from "
+                               r"a coroutine running on an event loop.*async API"):
+                s.request(IdMessage(1, b"x"), peer, timeout=0.5)
+            with pytest.raises(RuntimeError, match=r"recv_from\(\)"):
+                s.recv_from(timeout=0.5)
+
+        asyncio.run(misuse())
+        assert s.stats.requests == 0  # nothing was sent
