@@ -223,10 +223,34 @@ def dnsperf(addr: tuple[str, int], datafile: str, seconds: float, args: argparse
         if match is None:
             raise RuntimeError(f"dnsperf printed no {key!r}:\n{out}")
         result[key] = float(match.group(1))
-    result["rcodes"] = dict(re.findall(r"^\s+([A-Z]+)\s+(\d+)\s+\(", out, re.MULTILINE))
-    result["rcodes"] = {k: int(v) for k, v in result["rcodes"].items()}
+    codes = re.search(r"Response codes:\s+(.*)", out)
+    result["rcodes"] = {k: int(v) for k, v in re.findall(r"([A-Z]+) (\d+) \(",
+                                                          codes.group(1) if codes else "")}
     result["loss"] = result["lost"] / result["sent"] if result["sent"] else 0.0
     return result
+
+
+def _count_syscalls(pid: int, datafile: str) -> subprocess.Popen[bytes]:
+    """perf stat counting the system calls of ``pid`` until it is sent SIGINT."""
+    import syscalls
+
+    proc = subprocess.Popen(syscalls._perf_argv(pid, datafile + ".perf", None),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached
+    return proc
+
+
+def _syscalls_per_query(tracer: subprocess.Popen[bytes], datafile: str,
+                        queries: float) -> dict[str, float]:
+    import signal
+
+    import syscalls
+
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(30)
+    counts, _ = syscalls._parse_perf(datafile + ".perf")
+    os.unlink(datafile + ".perf")
+    return {k: v / max(1.0, queries) for k, v in sorted(counts.items())}
 
 
 def _children_cpu() -> float:
@@ -257,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dnsperf -b: its sockets' buffers in KiB (4096, as the responders')")
     p.add_argument("--queries", type=int, default=10_000, help="lines of the query file")
     p.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count each responder's system calls per query with perf stat")
     p.add_argument("--renice", type=int, default=None, metavar="N",
                    help="run at niceness N (-20 as root: first claim on the CPU)")
     p.add_argument("--json", metavar="PATH", default=None,
@@ -301,6 +327,9 @@ def summarize(runs: dict[tuple[str, str], list[dict[str, Any]]],
                 [r["server_cpu_us_per_query"] for r in results]),
             "dnsperf_cpu_share": common.median([r["dnsperf_cpu_share"] for r in results]),
             "latency_avg_ms": common.median([r["latency_avg_s"] * 1e3 for r in results]),
+            "syscalls_per_query": {
+                k: common.median([r["syscalls_per_query"].get(k, 0.0) for r in results])
+                for k in results[0].get("syscalls_per_query", {})},
             "per_round": results,
         })
     ratios = []
@@ -342,6 +371,17 @@ def print_table(summary: dict[str, Any], file: Any) -> None:
               f"| {r['qps_min']:,.0f}-{r['qps_max']:,.0f} | {r['server_cpu_us_per_query']:.1f} "
               f"| {r['dnsperf_cpu_share']:.0%} | {r['lost_total']:.0f} ({r['loss_max']:.3%}) |",
               file=file)
+    if any(r["syscalls_per_query"] for r in summary["rows"]):
+        print("\n| loop | responder | system calls per query | receives | of which EAGAIN "
+              "| sends | epoll waits |", file=file)
+        print("|---|---|---:|---:|---:|---:|---:|", file=file)
+        for r in summary["rows"]:
+            c = r["syscalls_per_query"]
+            print(f"| {r['loop']} | {r['responder']} | {c.get('total', 0):.2f} | "
+                  f"{c.get('recvfrom', 0) + c.get('recvmsg', 0):.2f} | "
+                  f"{c.get('recvfrom EAGAIN', 0) + c.get('recvmsg EAGAIN', 0):.2f} | "
+                  f"{c.get('sendto', 0) + c.get('sendmsg', 0):.2f} | "
+                  f"{c.get('epoll_wait', 0) + c.get('epoll_pwait', 0):.2f} |", file=file)
     print("\n| loop | aiodisp / hand-rolled queries/s (median, range) | against "
           "| hand-rolled / aiodisp server CPU per query (median, range) | required | met |",
           file=file)
@@ -386,10 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             for case in cases if rnd % 2 == 0 else list(reversed(cases)):
                 server = servers[case]
+                tracer = _count_syscalls(server.pid, datafile) if args.syscalls else None
                 cpu0, dns0 = server.cpu(), _children_cpu()
                 t0 = time.perf_counter()
                 result = dnsperf(server.addr, datafile, args.duration, args, client_cpu)
                 wall = time.perf_counter() - t0
+                if tracer is not None:
+                    result["syscalls_per_query"] = _syscalls_per_query(
+                        tracer, datafile, result["completed"])
                 result["server_cpu_us_per_query"] = (
                     (server.cpu() - cpu0) / max(1.0, result["completed"]) * 1e6)
                 result["dnsperf_cpu_share"] = (_children_cpu() - dns0) / wall
@@ -411,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients, "outstanding": args.outstanding, "timeout": args.timeout,
         "dnsperf_buffer_kib": args.buffer_kib,
         "queries_in_file": args.queries, "buffer_bytes": BUFFER,
-        "pinned": {"server": server_cpu, "dnsperf": client_cpu},
+        "pinned": {"server": server_cpu, "dnsperf": client_cpu}, "syscalls": args.syscalls,
         "argv": sys.argv[1:] if argv is None else argv, **harness.source_version(),
     }
     doc = {"meta": meta, **summary}

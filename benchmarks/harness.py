@@ -13,11 +13,16 @@ import common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+#: The aiodisp sources the benchmark processes import: the working tree's ``src/``, or a
+#: snapshot of a commit (``AIODISP_BENCH_SRC``, say from ``git archive HEAD src | tar -x
+#: -C DIR``) when the working tree is being edited meanwhile; ``AIODISP_BENCH_COMMIT``
+#: then names the snapshot's commit in the results.
+SRC = os.environ.get("AIODISP_BENCH_SRC") or os.path.join(ROOT, "src")
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    src = os.path.join(ROOT, "src")
+    src = SRC
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     env.setdefault("PYTHONHASHSEED", "0")
     return env
@@ -100,5 +105,8 @@ def source_version() -> dict[str, Any]:
                              check=False)
         return out.stdout.strip()
 
+    if os.environ.get("AIODISP_BENCH_SRC"):
+        return {"commit": os.environ.get("AIODISP_BENCH_COMMIT", "unknown"), "src_dirty": False,
+                "src": SRC, "tree_head": git("rev-parse", "--short", "HEAD")}
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "src_dirty": bool(git("status", "--porcelain", "src"))}

@@ -171,3 +171,130 @@ def test_multicore_benchmark_quick_serves_one_port_from_two_workers() -> None:
         (measured,) = row["rounds"]
         assert measured["requests_per_s"] > 0 and measured["errors"] == 0
         assert len(measured["server_cpu_share"]) == row["workers"]
+
+
+# ---------------------------------------------------------------------- issue 14's benchmarks
+
+
+def _bench_module(name: str) -> Any:
+    import importlib
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_dns_zone_answers_like_an_authoritative_server() -> None:
+    zone = _bench_module("dns_zone")
+    reply = zone.answer(zone.wire_query(0xBEEF, "host-5.bench.example"))
+    assert reply[:2] == b"\xbe\xef" and reply[2:4] == b"\x85\x00"  # QR AA RD, NOERROR
+    assert reply[4:12] == b"\x00\x01\x00\x01\x00\x00\x00\x00"  # one question, one answer
+    assert reply.endswith(bytes((10, 0, 0, 5)))  # A 10.0.0.5
+    upper = zone.answer(zone.wire_query(1, "HOST-8.bench.example", 28))
+    assert upper[3] == 0 and upper[7] == 1 and upper.endswith((8).to_bytes(2, "big"))
+    assert zone.answer(zone.wire_query(1, "nohost-1.bench.example"))[3] == 3  # NXDOMAIN
+    assert zone.answer(zone.wire_query(1, "www.example.org"))[3] == 5  # REFUSED
+    assert zone.answer(b"\x00\x01\x01\x00\x00\x01" + bytes(6) + b"\x05ab")[3] == 1  # FORMERR
+    assert zone.answer(b"\x00\x01\x80\x00" + bytes(8)) is None  # a response: no answer
+    dns_message = pytest.importorskip("dns.message")
+    parsed = dns_message.from_wire(reply)
+    assert parsed.id == 0xBEEF and [str(rr) for rr in parsed.answer] == [
+        "host-5.bench.example. 300 IN A 10.0.0.5"]
+
+
+def test_dnsperf_serving_quick_run_answers_every_query() -> None:
+    import shutil
+
+    if shutil.which("dnsperf") is None:
+        pytest.skip("dnsperf is not installed (apt-get install dnsperf)")
+    doc = _json(_run(str(BENCH / "dnsperf_serving.py"), "--quick", "--duration", "0.5",
+                     "--warmup", "0", "--responders", "aiodisp,reader", "--json", "-"))
+    rows = {(r["loop"], r["responder"]): r for r in doc["rows"]}
+    assert set(rows) == {(loop, r) for loop in ("asyncio", "uvloop") for r in ("aiodisp", "reader")}
+    for row in rows.values():
+        (measured,) = row["per_round"]
+        assert measured["completed"] > 0 and measured["qps"] > 0
+        assert measured["rcodes"]["NOERROR"] > 0 and measured["rcodes"]["NXDOMAIN"] > 0
+        assert set(measured["rcodes"]) <= {"NOERROR", "NXDOMAIN"}
+    assert {r["loop"] for r in doc["ratios"]} == {"asyncio", "uvloop"}
+    assert all(r["ratio_median"] > 0 and r["cpu_ratio_median"] > 0 for r in doc["ratios"])
+
+
+def test_oneway_quick_run_sends_and_delivers_with_each_sender() -> None:
+    doc = _json(_run(str(BENCH / "oneway.py"), "--quick", "--duration", "0.2", "--loops",
+                     "asyncio", "--json", "-"))
+    rows = {r["sender"]: r for r in doc["results"]}
+    assert set(rows) == {"sendto", "transport", "aiodisp-ack-send_nowait",
+                         "aiodisp-ack-notify_unreliable", "aiodisp-raw-send_nowait",
+                         "aiodisp-raw-notify_unreliable"}
+    for name, row in rows.items():
+        (measured,) = row["per_round"]
+        assert measured["sent"] > 0 and measured["received_messages"] > 0, name
+        assert measured["received_messages"] <= measured["sent_in_all"], name
+        if name.startswith("aiodisp"):
+            assert measured["datagrams"] > 0 and "vs_sendto" in row
+
+
+def test_gso_gro_prototype_glues_and_splits_bursts() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("UDP_SEGMENT and UDP_GRO are Linux socket options")
+    doc = _json(_run(str(BENCH / "gso_gro.py"), "--quick", "--duration", "0.2", "--json", "-"))
+    rows = {(r["send"], r["receive"]): r for r in doc["results"]}
+    assert set(rows) == {("sendto", "recv"), ("gso", "recv"), ("gso", "gro"), ("sendto", "gro")}
+    for row in rows.values():
+        assert row["per_round"][0]["receiver"]["datagrams"] > 0
+    # one GSO send of 8 reached a GRO receiver in fewer reads than datagrams
+    assert rows[("gso", "gro")]["receiver_calls_per_datagram"] < 1
+    assert rows[("sendto", "recv")]["receiver_calls_per_datagram"] == 1
+
+
+def test_coalesce_prototype_bundles_round_trip_and_answer_correctly() -> None:
+    proto = _bench_module("coalesce_prototype")
+    msgs = [b"a" * 72, b"", b"xyz"]
+    assert proto.unbundle(proto.bundle(msgs)) == msgs
+    assert proto.unbundle(proto.bundle(msgs)[:-1]) == msgs[:2]  # a cut bundle stops early
+    doc = _json(_run(str(BENCH / "coalesce_prototype.py"), "--quick", "--duration", "0.2",
+                     "--ks", "plain,4", "--json", "-"))
+    rows = {r["k"]: r for r in doc["results"]}
+    assert set(rows) == {"plain", 4}
+    assert rows[4]["replies_per_datagram"] == 4 and rows["plain"]["replies_per_datagram"] == 1
+    assert all(r["wrong"] == 0 and r["messages_per_s"] > 0 for r in rows.values())
+
+
+def _syscall_tool() -> str | None:
+    import shutil
+
+    if shutil.which("perf"):
+        probe = subprocess.run(["perf", "stat", "-e", "raw_syscalls:sys_enter", "true"],
+                               capture_output=True, check=False)
+        if probe.returncode == 0:
+            return "perf"
+    if shutil.which("strace"):
+        probe = subprocess.run(["strace", "-c", "-o", os.devnull, "true"],
+                               capture_output=True, check=False)
+        if probe.returncode == 0:
+            return "strace"
+    return None
+
+
+def test_syscalls_quick_run_counts_one_send_per_request() -> None:
+    tool = _syscall_tool()
+    if tool is None:
+        pytest.skip("neither perf (with syscall tracepoints) nor strace works here")
+    doc = _json(_run(str(BENCH / "syscalls.py"), "--quick", "--tool", tool, "--cases",
+                     "aiodisp/raw", "--loops", "asyncio", "--json", "-", timeout=120))
+    (row,) = doc["results"]
+    client = row["client"]["per_request"]
+    sends = client.get("sendto", 0) + client.get("sendmsg", 0)
+    assert 0.9 <= sends <= 1.1  # one datagram per request today (coalescing would lower it)
+    assert client["total"] >= sends
+
+
+def test_request_profile_quick_counts_the_library_calls_per_request() -> None:
+    doc = _json(_run(str(BENCH / "request_profile.py"), "--quick", "--cases", "aiodisp/raw",
+                     "--json", "-"))
+    prof = doc["results"]["aiodisp/raw"]["cprofile"]
+    assert prof["groups"]["library (aiodisp)"]["calls_per_request"] >= 1
+    assert any(row["group"] == "library (aiodisp)" for row in prof["top"])
