@@ -140,6 +140,11 @@ class Dispatcher(Generic[M]):
         self._send: Callable[[bytes, Address], object] = getattr(
             transport, "fast_send", transport.send
         )
+        # A flow-controlled transport (a bounded send queue per destination) drops
+        # what its sender can lose, rather than queue it, and waits per destination.
+        self._best_effort: Callable[[bytes, Address], bool] | None = getattr(
+            transport, "send_best_effort", None
+        )
         self._reply_nowait = self._reply_sender()
         transport.start(self)
 
@@ -339,17 +344,21 @@ class Dispatcher(Generic[M]):
         a method that looks them up per reply).
         """
         frame_oneway = self._core.frame_oneway
-        send = self._send
+        # a reply can be lost (the peer retries): past a full queue it is dropped
+        best_effort = self._best_effort
+        send = self._send if best_effort is None else best_effort
+        # what ``send`` answers for a full queue: "blocked" (True), or "dropped" (False)
+        full = best_effort is None
 
         def reply_nowait(msg: M, addr: Address) -> None:
             if self._closed:
                 raise DispatcherClosed()
             frame = frame_oneway(msg, addr)
             try:
-                blocked = send(frame, addr)
+                answer = send(frame, addr)
             except Exception as exc:
                 raise TransportError.cannot_send(addr, exc) from exc.__cause__ or exc
-            if blocked:
+            if answer is full:
                 raise TransportError(
                     f"cannot send to {addr!r} now: the transport's send queue is full"
                 )
@@ -446,13 +455,21 @@ class Dispatcher(Generic[M]):
             deadline = self._loop.time() + timeout
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._transport.wait_writable()
+                    await self._writable(dest)
             except TimeoutError:
                 raise RequestTimeout(
                     waited_for="send room", addr=dest, attempts=1, elapsed=timeout
                 ) from None
             if self._closed:
                 raise DispatcherClosed()
+
+    def _writable(self, dest: Address) -> Awaitable[None]:
+        """Room in the send queue: ``dest``'s own, on a flow-controlled transport."""
+        transport: Any = self._transport
+        waiting: Awaitable[None] = (
+            transport.wait_writable(dest) if self._best_effort else transport.wait_writable()
+        )
+        return waiting
 
     # notify() over a reliable transport with raw framing sends the same way
     _send_oneway = notify_unreliable
@@ -461,7 +478,7 @@ class Dispatcher(Generic[M]):
         """Wait for room in the transport's send queue, within the call's deadline."""
         try:
             async with asyncio.timeout_at(p.deadline):
-                await self._transport.wait_writable()
+                await self._writable(dest)
         except TimeoutError:
             raise RequestTimeout(
                 waited_for="send room",
@@ -646,13 +663,19 @@ class Dispatcher(Generic[M]):
     # ------------------------------------------------------------------ internals
 
     def _flush(self) -> None:
-        """Send the core's outbox: every datagram is tried, whatever the others do."""
+        """Send the core's outbox: every datagram is tried, whatever the others do.
+
+        ACKs and cached replies can be lost (their peers retransmit): past a full
+        send queue they are dropped and counted as transport errors.
+        """
         outbox = self._core.outbox
-        send = self._send
+        best_effort = self._best_effort
+        send = self._send if best_effort is None else best_effort
         try:
             for data, addr in outbox:
                 try:
-                    send(data, addr)
+                    if send(data, addr) is False and best_effort is not None:
+                        self._send_failed(addr, _QUEUE_FULL)
                 except Exception as exc:  # a failed ACK or cached reply: counted, not fatal
                     self._send_failed(addr, exc)
         finally:
@@ -764,6 +787,10 @@ class Dispatcher(Generic[M]):
 _TRANSIENT_ERRNOS = frozenset(
     {errno.EPERM, errno.ENOBUFS, errno.EAGAIN, errno.ENETUNREACH, errno.EHOSTUNREACH}
 )
+
+
+#: What a dropped ACK or cached reply is counted and logged as.
+_QUEUE_FULL = TransportError("its send queue is full: an ACK or cached reply was dropped")
 
 
 def _transient(exc: Exception) -> bool:

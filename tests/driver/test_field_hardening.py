@@ -192,3 +192,38 @@ async def test_every_malformed_address_gets_a_typed_error(addr: Any) -> None:
         with pytest.raises(aiodisp.TransportError):
             d.send_nowait(IdMessage(1), addr)
         assert d.pending == 0
+
+
+async def test_a_unix_peer_that_stops_reading_holds_up_no_other(tmp_path: Path) -> None:
+    """Its replies queue (bounded) or are dropped; every healthy peer is answered."""
+    async with await aiodisp.open_unix(ADAPTER, tmp_path / "server.sock",
+                                       max_queued_per_peer=64) as server:
+        serving = asyncio.create_task(server.serve(lambda m, _a: ADAPTER.make_reply(m, b"x" * 2000)))
+        silent_path = str(tmp_path / "silent.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as silent:
+            silent.bind(silent_path)  # it sends, and never reads a reply
+            silent.setblocking(False)
+            sent = 0
+            async with asyncio.timeout(20):
+                while sent < 1000:
+                    frame = struct.pack(">Q", sent + 1) + ADAPTER.msg_to_raw(IdMessage(sent))
+                    try:
+                        silent.sendto(frame, str(server.local_addr))
+                    except BlockingIOError:  # the server's socket queue is full: let it read
+                        await asyncio.sleep(0.001)
+                        continue
+                    sent += 1
+            await settle(lambda: server.stats.received >= 1000)
+            healthy = [await aiodisp.open_unix(ADAPTER, tmp_path / f"c{i}.sock") for i in range(5)]
+            try:
+                replies = await asyncio.gather(*(
+                    c.request(IdMessage(10_000 + i), server.local_addr, timeout=2)
+                    for i, c in enumerate(healthy)))
+                assert [r.id for r in replies] == [10_000 + i for i in range(5)]
+            finally:
+                for c in healthy:
+                    await c.close()
+            transport: Any = server.transport
+            assert transport.queued_for(silent_path) <= 64  # bounded, not 1,000
+            assert transport.queued <= 64 + 5
+    await serving
