@@ -10,9 +10,11 @@ retransmit over UDP) or unreliably, and hands every other incoming message to
 import logging as _logging
 
 from ._adapter import MessageAdapter
+from ._core.budget import RetryBudget
 from ._core.endpoint import Received
 from ._core.framing import Framing
 from ._dispatcher import DEFAULT_TIMEOUT, Dispatcher
+from ._kind import Kind
 from ._open import open_memory_pair, open_udp, open_unix
 from ._serve import Server, ServeStats
 from ._transports.base import DatagramSink, DatagramTransport
@@ -23,6 +25,8 @@ from .errors import (
     DispatchError,
     DuplicateKeyError,
     MessageTooLarge,
+    PeerRejected,
+    PeerUnreachable,
     ReliabilityUnavailable,
     RequestTimeout,
     TransportError,
@@ -45,12 +49,16 @@ __all__ = [
     "DispatcherClosed",
     "DuplicateKeyError",
     "Framing",
+    "Kind",
     "Link",
     "MessageAdapter",
     "MessageTooLarge",
+    "PeerRejected",
+    "PeerUnreachable",
     "Received",
     "ReliabilityUnavailable",
     "RequestTimeout",
+    "RetryBudget",
     "RetryPolicy",
     "ServeStats",
     "Server",

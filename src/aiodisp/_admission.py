@@ -1,9 +1,10 @@
 """Admission: callers that wait their turn, first come first served.
 
 The driver hands out a few things one at a time: room among the dispatcher's
-``max_pending`` calls in flight, and an incoming message to a reader (room in
-each peer's congestion window comes next). A caller that finds none waits in a
-:class:`Waiters` queue; whoever frees one wakes the first in line.
+``max_pending`` calls in flight, an incoming message to a reader, and room in
+each peer's congestion window (:class:`PeerWindows`: a queue per peer, whose
+room the core says). A caller that finds none waits in a :class:`Waiters`
+queue; whoever frees one wakes the first in line.
 
 The one subtle rule lives here, once: a waiter that was woken but leaves
 without taking its turn (it was cancelled, or its timeout fired in the same
@@ -16,8 +17,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Room", "Waiters"]
+__all__ = ["PeerWindows", "Room", "Waiters"]
 
 
 class Waiters:
@@ -51,7 +53,7 @@ class Waiters:
                     await fut
         except BaseException:
             if fut.done() and not fut.cancelled():
-                self.wake(1)  # woken, but leaving: the turn goes to the next in line
+                self._pass_on()  # woken, but leaving: the turn goes to the next in line
             else:
                 fut.cancel()
                 try:
@@ -59,6 +61,9 @@ class Waiters:
                 except ValueError:
                     pass  # woken by wake_all() meanwhile
             raise
+
+    def _pass_on(self) -> None:
+        self.wake(1)
 
     def wake(self, n: int = 1) -> None:
         """Wake the first ``n`` callers still waiting."""
@@ -121,3 +126,92 @@ class Room:
     def release_all(self) -> None:
         """Wake every waiter (the dispatcher is closing)."""
         self._waiters.wake_all()
+
+
+class _PeerQueue(Waiters):
+    """The callers waiting for one peer's window; ``woken`` of them hold a place
+    that they have not taken yet (woken, not yet started)."""
+
+    __slots__ = ("woken",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.woken = 0
+
+    def wake(self, n: int = 1) -> None:
+        queue = self.queue
+        while queue and n > 0:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+                self.woken += 1
+
+    def _pass_on(self) -> None:
+        self.woken -= 1  # the place this waiter leaves ...
+        self.wake(1)  # ... goes to the next in line
+
+
+class PeerWindows:
+    """Calls waiting for room in their peer's congestion window, first come first served.
+
+    The core decides: ``room(addr)`` is how many more calls its window lets
+    start to ``addr`` now; ``begins(addr)`` and ``ends(addr)`` tell it that a
+    call starts and stops waiting (it counts waiting calls as using the window,
+    and sends new calls to the back of the queue while any wait). The driver
+    waits here when the core says a peer is throttled, starts its call as soon
+    as :meth:`wait` returns (with no ``await`` between), and calls
+    :meth:`freed` when a call to a peer with waiters ends. :attr:`waiting` (the
+    queues by peer) is tested for emptiness on the hot path.
+    """
+
+    __slots__ = ("_begins", "_ends", "_loop", "_room", "waiting")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        room: Callable[[Any], int],
+        begins: Callable[[Any], None],
+        ends: Callable[[Any], None],
+    ) -> None:
+        self._loop = loop
+        self._room = room
+        self._begins = begins
+        self._ends = ends
+        self.waiting: dict[Any, _PeerQueue] = {}
+
+    async def wait(self, addr: Any, deadline: float) -> None:
+        """Return once a call to ``addr`` may start (``TimeoutError`` at ``deadline``).
+
+        The caller must start its call at once (the place is held for it), or
+        check the dispatcher's closed state: closing wakes every waiter.
+        """
+        waiting = self.waiting
+        queue = waiting.get(addr)
+        if queue is None:
+            if self._room(addr) > 0:
+                return  # room, and nobody waits: the turn is this caller's
+            queue = waiting[addr] = _PeerQueue(self._loop)
+        elif not queue.queue and self._room(addr) - queue.woken > 0:
+            return  # room that no woken caller holds, and nobody ahead
+        self._begins(addr)
+        try:
+            await queue.wait(deadline)
+            queue.woken -= 1  # the place is taken: the caller starts now
+        finally:
+            self._ends(addr)
+            if not queue.queue and queue.woken <= 0 and waiting.get(addr) is queue:
+                del waiting[addr]
+
+    def freed(self, addr: Any) -> None:
+        """Calls to ``addr`` ended or its window grew: wake as many as it has room for."""
+        queue = self.waiting.get(addr)
+        if queue is not None:
+            room = self._room(addr) - queue.woken
+            if room > 0:
+                queue.wake(room)
+
+    def release_all(self) -> None:
+        """Wake every waiter (the dispatcher is closing)."""
+        for queue in list(self.waiting.values()):
+            queue.wake_all()

@@ -17,7 +17,8 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from ._adapter import MessageAdapter
-from ._admission import Room, Waiters
+from ._admission import PeerWindows, Room, Waiters
+from ._core.budget import RetryBudget
 from ._core.endpoint import Endpoint, Pending, Received
 from ._core.framing import Framing
 from ._core.pending import REQUEST
@@ -25,6 +26,7 @@ from ._ratelog import RateLimitedLog
 from ._transports.base import Address, DatagramTransport
 from .errors import (
     DispatcherClosed,
+    PeerUnreachable,
     ReliabilityUnavailable,
     RequestTimeout,
     TransportError,
@@ -44,6 +46,8 @@ _INF = math.inf
 #: Name resolution quicker than this is not charged to the call's timeout (see _resolve).
 _FREE_RESOLUTION = 1e-3
 _LOG = logging.getLogger("aiodisp")
+#: The retry budget of a dispatcher given none: a fifth of first sends plus 10/s.
+DEFAULT_RETRY_BUDGET = RetryBudget()
 
 
 class Dispatcher(Generic[M]):
@@ -57,7 +61,9 @@ class Dispatcher(Generic[M]):
     ``framing``: ``"ack"`` (8-byte header: ACKs, retransmission de-duplication,
     reply cache) or ``"raw"`` (the adapter's bytes are the whole datagram).
     ``timeout``: what ``timeout=None`` means in calls (default 5 s).
-    ``retry``: the default :class:`RetryPolicy` of request() (default: one send).
+    ``retry``: the default :class:`RetryPolicy` of request() (default: over ACK
+    framing the adaptive policy of notify(), safe since the serving side answers a
+    retransmitted copy from its reply cache; over raw framing one send).
     ``notify_retry``: the default policy of notify() over ACK framing (default:
     adaptive, retransmitting until the timeout).
     ``max_queue``: incoming messages held for recv_from (default 1024; past it the
@@ -72,6 +78,12 @@ class Dispatcher(Generic[M]):
     requests (default 8 MiB; past it the oldest cached replies are let go).
     ``logger``: where drops and errors are logged (default ``logging.getLogger("aiodisp")``),
     at most a few lines per reason every 10 s.
+    ``congestion``: a congestion window per peer (default True): how many calls
+    may be in flight to it; a call past it waits, first come first served, within
+    its own timeout (see docs/tuning.md and :meth:`window`).
+    ``retry_budget``: retransmissions to a peer at most ``ratio`` times its first
+    sends plus ``min_per_second`` over the last 10 s (default
+    ``RetryBudget(ratio=0.2, min_per_second=10.0)``; None: no budget).
     """
 
     def __init__(
@@ -91,7 +103,11 @@ class Dispatcher(Generic[M]):
         dedup_capacity: int = 100_000,
         reply_cache_bytes: int = 8 << 20,
         seed: int | None = None,
+        congestion: bool = True,
+        retry_budget: RetryBudget | None = DEFAULT_RETRY_BUDGET,
     ) -> None:
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            raise TypeError(f"retry_budget must be a RetryBudget or None, not {retry_budget!r}")
         missing = [
             f"{name}()"
             for name in ("msg_to_raw", "raw_to_msg", "msg_key")
@@ -115,15 +131,22 @@ class Dispatcher(Generic[M]):
             reply_cache_bytes=reply_cache_bytes,
             seed=seed,
             report=self._report_drop,
+            congestion=congestion,
+            retry_budget=retry_budget,
         )
         self._core = core
-        self._retry = retry
+        self._retry = retry if retry is not None or not core.ack else ADAPTIVE
         self._notify_retry = notify_retry if notify_retry is not None else ADAPTIVE
         # Admission: room among max_pending calls (the hot path checks the count
         # inline against _max_pending) and readers waiting for a message.
         self._room = Room(loop, max_pending, core.in_flight)
         self._max_pending = max_pending
         self._readers = Waiters(loop)
+        # calls waiting for room in their peer's congestion window (the core decides)
+        self._windows = PeerWindows(
+            loop, core.window_room, core.window_wait_begins, core.window_wait_ends
+        )
+        self._window_waiting = self._windows.waiting
         # tested for emptiness once per datagram (a deque's truth costs no frame)
         self._room_waiting = self._room.waiting
         self._reading = self._readers.queue
@@ -146,6 +169,9 @@ class Dispatcher(Generic[M]):
             transport, "send_best_effort", None
         )
         self._reply_nowait = self._reply_sender()
+        if core.layer is not None:
+            # the adapter's message layer may fail calls from the receive path (REJECT)
+            self.datagram_received = self._datagram_received_layered  # type: ignore[method-assign]
         transport.start(self)
 
     # ------------------------------------------------------------------ properties
@@ -182,6 +208,15 @@ class Dispatcher(Generic[M]):
         """Messages waiting in the incoming queue."""
         return len(self._core.inbox)
 
+    def window(self, addr: Address) -> int | None:
+        """The calls that may be in flight to ``addr`` now: its congestion window
+        (None with ``congestion=False``)."""
+        try:
+            dest = self._addrs.get(addr, addr)
+        except TypeError:
+            dest = addr
+        return self._core.window(dest)
+
     def rto(self, addr: Address) -> float:
         """The adaptive retransmission timeout now estimated for ``addr``."""
         try:
@@ -199,12 +234,19 @@ class Dispatcher(Generic[M]):
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        accept: Callable[[M], bool] | None = None,
     ) -> M:
         """Send ``msg`` to ``addr`` and return the reply with the same key.
 
         ``timeout`` (default: the dispatcher's) bounds the whole call, name
         resolution included; ``retry`` (default: the dispatcher's ``retry``,
-        else one send) says when to send the same datagram again. Raises
+        else one send) says when to send the same datagram again. ``accept``:
+        a reply with the key from ``addr`` for which ``accept(reply)`` is false
+        (or raises) is dropped (``stats.unaccepted``) and the call keeps
+        waiting (a DNS answer to another question, say). With an adapter's
+        message layer (``classify``), a REJECT of the request raises
+        :class:`PeerRejected` at once, and an ACK stops its retransmission
+        (it then waits for its reply until the timeout). Raises
         :class:`RequestTimeout` when the timeout passes or the policy is spent,
         :class:`DuplicateKeyError` if the key is already pending,
         :class:`AdapterError`, :class:`MessageTooLarge`, :class:`TransportError`
@@ -235,13 +277,16 @@ class Dispatcher(Generic[M]):
         core = self._core
         if len(core.waiting) + len(core.acking) >= self._max_pending:
             now, timeout = await self._wait_for_room(now, timeout, msg, dest)
+        throttled = core.throttled
+        if throttled and dest in throttled:
+            now, timeout = await self._wait_for_window(now, timeout, msg, dest)
         fut = loop.create_future()
         try:
             p = core.start_request(
-                msg, dest, fut, now, timeout, retry if retry is not None else self._retry
+                msg, dest, fut, now, timeout, retry if retry is not None else self._retry, accept
             )
         except BaseException:
-            self._not_started()
+            self._not_started(dest)
             raise
         try:
             try:
@@ -260,6 +305,8 @@ class Dispatcher(Generic[M]):
                 core.cancel(p)
                 if self._room_waiting:
                     self._room.freed()
+                if self._window_waiting:
+                    self._windows.freed(dest)
 
     async def notify(
         self,
@@ -274,15 +321,21 @@ class Dispatcher(Generic[M]):
         With ACK framing (the default) that is once the peer's dispatcher ACKs
         it, which it does when the message is queued for its application;
         ``retry`` (default: the dispatcher's ``notify_retry``, adaptive) says
-        when to send it again. With raw framing on a reliable transport (Unix
-        datagram, a lossless memory link) it is once the datagram is handed to
-        the kernel; a peer whose queue is full may still drop it. Raises
-        :class:`ReliabilityUnavailable` on an unreliable transport with raw
-        framing and :class:`RequestTimeout` when no ACK comes in time.
+        when to send it again. With raw framing and an adapter with
+        ``classify`` and ``transaction_key`` (a protocol's own message layer,
+        CoAP's CON), it is once the peer's ACK with the message's transaction
+        key arrives (retransmitted until then; its REJECT raises
+        :class:`PeerRejected`). Otherwise, with raw framing on a reliable
+        transport (Unix datagram, a lossless memory link) it is once the
+        datagram is handed to the kernel; a peer whose queue is full may still
+        drop it. Raises :class:`ReliabilityUnavailable` on an unreliable
+        transport with raw framing and :class:`RequestTimeout` when no ACK
+        comes in time.
         """
         if self._closed:
             raise DispatcherClosed()
-        if self._core.ack:
+        core = self._core
+        if core.ack or (core.layer is not None and core.layer.reliable):
             await self._notify_call(
                 msg, addr, timeout, retry if retry is not None else self._notify_retry
             )
@@ -390,11 +443,14 @@ class Dispatcher(Generic[M]):
         core = self._core
         if len(core.waiting) + len(core.acking) >= self._max_pending:
             now, timeout = await self._wait_for_room(now, timeout, msg, dest)
+        throttled = core.throttled
+        if throttled and dest in throttled:
+            now, timeout = await self._wait_for_window(now, timeout, msg, dest)
         fut = loop.create_future()
         try:
             p = core.start_notify(msg, dest, fut, now, timeout, policy)
         except BaseException:
-            self._not_started()
+            self._not_started(dest)
             raise
         try:
             try:
@@ -412,11 +468,16 @@ class Dispatcher(Generic[M]):
                 core.cancel(p)
                 if self._room_waiting:
                     self._room.freed()
+                if self._window_waiting:
+                    self._windows.freed(dest)
 
-    def _not_started(self) -> None:
-        """A call failed before it was registered: pass on the room it will not use."""
+    def _not_started(self, dest: Address = None) -> None:
+        """A call failed before it was registered: pass on the room it will not use
+        (and its place in ``dest``'s window, had it waited for one)."""
         if self._room_waiting:
             self._room.freed()
+        if self._window_waiting:
+            self._windows.freed(dest)
 
     def _first_send_failed(self, p: Pending, dest: Address, exc: Exception) -> None:
         """Raise the error of a failed first send, or count it as a loss the policy repairs.
@@ -426,6 +487,8 @@ class Dispatcher(Generic[M]):
         """
         if p.policy is None or not _transient(exc):
             self._core.unsent(p)
+            if self._window_waiting:
+                self._windows.freed(dest)
             raise TransportError.cannot_send(dest, exc) from exc.__cause__ or exc
         self._send_failed(dest, exc)  # a loss like any other: the policy resends
 
@@ -573,6 +636,7 @@ class Dispatcher(Generic[M]):
                 waiter.exception()  # a call blocked on send room raises its own: no warning
         self._readers.wake_all()  # each woken call sees _closed and raises
         self._room.release_all()
+        self._windows.release_all()
         await asyncio.sleep(0)
 
     async def __aenter__(self) -> Self:
@@ -598,6 +662,8 @@ class Dispatcher(Generic[M]):
                 waiter.set_result(p.result)
             if self._room_waiting:
                 self._room.freed()
+            if self._window_waiting:
+                self._windows.freed(p.addr)
             if core.outbox:
                 self._flush()
             return  # a completed call queues nothing for the application
@@ -613,9 +679,44 @@ class Dispatcher(Generic[M]):
             elif self._reading:
                 self._readers.wake(len(inbox))
 
+    def _datagram_received_layered(self, data: bytes, addr: Address) -> None:
+        """:meth:`datagram_received` with an adapter's message layer: the calls a
+        REJECT failed (the core lists them) fail with their PeerRejected."""
+        Dispatcher.datagram_received(self, data, addr)
+        failed = self._core.layer.failed  # type: ignore[union-attr]
+        if failed:
+            for p in failed:
+                waiter = p.waiter
+                p.waiter = None
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(p.result)
+            if self._window_waiting:
+                for p in failed:
+                    self._windows.freed(p.addr)
+            failed.clear()
+            if self._room_waiting:
+                self._room.freed()
+
     def error_received(self, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
         self._log(logging.WARNING, "transport", "transport error: %s", exc)
+        if isinstance(exc, PeerUnreachable) and not self._closed:
+            self._unreachable(exc)
+
+    def _unreachable(self, report: PeerUnreachable) -> None:
+        """Nothing listens at ``report.addr``: fail every call in flight to it now."""
+        addr = report.addr
+        calls = self._core.unreachable(addr)
+        for p in calls:
+            waiter = p.waiter
+            p.waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(report.for_call(p.key, p.attempts))
+        if calls:
+            if self._room_waiting:
+                self._room.freed()
+            if self._window_waiting:
+                self._windows.freed(addr)
 
     # ------------------------------------------------------------------ the serving seam
 
@@ -706,12 +807,41 @@ class Dispatcher(Generic[M]):
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(_timeout_error(p, now))
                     waiter.exception()  # (retrieved: see close())
-            if expired and self._room_waiting:
-                self._room.freed()
+            if expired:
+                if self._room_waiting:
+                    self._room.freed()
+                if self._window_waiting:
+                    for p in expired:
+                        self._windows.freed(p.addr)
         finally:
             when = core.next_deadline()
             if when is not None and not self._closed:
                 self._arm(when)
+
+    async def _wait_for_window(
+        self, now: float, timeout: float, msg: M, dest: Address
+    ) -> tuple[float, float]:
+        """Wait for room in ``dest``'s congestion window; return (now, time left)."""
+        deadline = now + timeout
+        try:
+            await self._windows.wait(dest, deadline)
+        except TimeoutError:
+            raise RequestTimeout(
+                waited_for="window",
+                key=_key_or_none(self._core, msg),
+                addr=dest,
+                elapsed=timeout,
+            ) from None
+        if self._closed:
+            raise DispatcherClosed()
+        now = self._loop.time()
+        if now >= deadline:  # woken as its time ran out: the turn goes on, nothing is sent
+            self._windows.freed(dest)
+            raise RequestTimeout(
+                waited_for="window", key=_key_or_none(self._core, msg), addr=dest,
+                elapsed=timeout,
+            )
+        return now, deadline - now
 
     async def _wait_for_room(
         self, now: float, timeout: float, msg: M, dest: Address

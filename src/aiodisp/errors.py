@@ -6,6 +6,7 @@ number of attempts) as attributes, and its message reads as a sentence.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Hashable
 from typing import Any
 
@@ -15,6 +16,8 @@ __all__ = [
     "DispatcherClosed",
     "DuplicateKeyError",
     "MessageTooLarge",
+    "PeerRejected",
+    "PeerUnreachable",
     "ReliabilityUnavailable",
     "RequestTimeout",
     "TransportError",
@@ -30,9 +33,10 @@ class RequestTimeout(DispatchError, TimeoutError):
 
     The message is written from the facts, which are kept as attributes:
     ``waited_for`` (what did not come: ``"reply"``, ``"ack"``, ``"message"``,
-    ``"room"`` among the pending calls, ``"send room"`` in the transport's
-    queue), ``key``, ``addr``, ``attempts`` (how many times the datagram was
-    sent; 0 when it never was) and ``elapsed`` (seconds, when known).
+    ``"room"`` among the pending calls, ``"window"``: room in the peer's
+    congestion window, ``"send room"`` in the transport's queue), ``key``,
+    ``addr``, ``attempts`` (how many times the datagram was sent; 0 when it
+    never was) and ``elapsed`` (seconds, when known).
 
     A timed-out request or notify may still have reached the peer, and the peer
     may have acted on it: only its reply or ACK was not seen in time. Retrying
@@ -75,6 +79,9 @@ class RequestTimeout(DispatchError, TimeoutError):
         if self.waited_for == "room":
             among = f" among the {limit} pending calls" if limit is not None else ""
             return f"no room{among} for call{call}{peer} before its timeout{took}"
+        if self.waited_for == "window":
+            return (f"no room in the congestion window{peer} for call{call} before its "
+                    f"timeout{took}")
         if self.waited_for == "send room":
             return (f"the transport's send queue stayed full until the timeout of call{call}"
                     f"{peer} (sent {self.attempts} time(s)){took}")
@@ -91,10 +98,15 @@ class DispatcherClosed(DispatchError):
 
 
 class DuplicateKeyError(DispatchError, ValueError):
-    """A request was made with a key that another pending request already uses."""
+    """A request was made with a key that another pending request already uses.
 
-    def __init__(self, key: Hashable) -> None:
-        super().__init__(f"a request with key {key!r} is already pending")
+    (Or, with an adapter's ``transaction_key``, a call with a transaction key
+    another pending call's message has: ``what`` is then "transaction key".)
+    """
+
+    def __init__(self, key: Hashable, *, what: str = "key") -> None:
+        call = "a request" if what == "key" else "a call"
+        super().__init__(f"{call} with {what} {key!r} is already pending")
         self.key = key
 
 
@@ -117,6 +129,31 @@ class TransportError(DispatchError, OSError):
     addr: Any = None
 
 
+class PeerUnreachable(TransportError):
+    """Nothing listens at the peer's UDP port: the kernel reported ICMP port unreachable.
+
+    request() and notify() to that peer fail with it as soon as the kernel's
+    report arrives (Linux: IP_RECVERR / IPV6_RECVERR), not at their timeout;
+    every call in flight to the peer fails at once. ``addr`` is the peer,
+    ``key`` the failed call's key (None in the transport's own report), and
+    ``errno`` is ECONNREFUSED.
+    """
+
+    def __init__(self, addr: Any, *, key: Hashable | None = None, attempts: int = 0) -> None:
+        call = "" if key is None else f" (call {key!r}, sent {attempts} time(s))"
+        super().__init__(
+            errno.ECONNREFUSED,
+            f"nothing listens at {addr!r}: the kernel reported ICMP port unreachable{call}",
+        )
+        self.addr = addr
+        self.key = key
+        self.attempts = attempts
+
+    def for_call(self, key: Hashable | None, attempts: int) -> PeerUnreachable:
+        """The error for one call that this report fails."""
+        return PeerUnreachable(self.addr, key=key, attempts=attempts)
+
+
 class MessageTooLarge(DispatchError, ValueError):
     """The encoded message does not fit in one datagram of the transport."""
 
@@ -130,3 +167,20 @@ class MessageTooLarge(DispatchError, ValueError):
 
 class ReliabilityUnavailable(DispatchError):
     """notify() was asked of an unreliable transport with raw framing."""
+
+
+class PeerRejected(DispatchError):
+    """The peer refused the call: the adapter classified its answer as ``Kind.REJECT``.
+
+    ``msg`` is the peer's message (a CoAP Reset, say); ``key`` the key of the
+    call it failed and ``addr`` the peer. Raised by request() and notify() as
+    soon as that message arrives, not at the call's timeout.
+    """
+
+    def __init__(self, msg: Any, *, key: Hashable | None = None, addr: Any = None) -> None:
+        self.msg = msg
+        self.key = key
+        self.addr = addr
+        call = "" if key is None else f" {key!r}"
+        peer = "the peer" if addr is None else f"{addr!r}"
+        super().__init__(f"{peer} rejected call{call}: {msg!r}")

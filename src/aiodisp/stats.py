@@ -26,9 +26,12 @@ class Stats:
     notifies: int = 0
     #: datagrams sent again by a retry policy
     retransmissions: int = 0
+    #: retransmissions the retry budget refused (not sent; the call kept waiting)
+    budget_denied: int = 0
     #: requests completed by their reply
     replies_matched: int = 0
-    #: notify() calls completed by the peer's ACK
+    #: ACKs that completed a notify() call, or (the adapter's ACKs, raw framing) that
+    #: stopped a request's retransmission
     acks_received: int = 0
     #: ACKs this dispatcher sent
     acks_sent: int = 0
@@ -36,6 +39,8 @@ class Stats:
     timeouts: int = 0
     #: calls cancelled by their caller while waiting
     cancelled: int = 0
+    #: calls failed at once by the kernel's ICMP port unreachable (PeerUnreachable)
+    unreachable: int = 0
     #: messages queued for recv_from
     delivered: int = 0
     #: messages handed to recv_from
@@ -45,11 +50,18 @@ class Stats:
     unknown_replies: int = 0
     #: replies with a pending key that came from another address than the request went to
     wrong_source: int = 0
-    #: ACKs for no pending notify, or from the wrong address
+    #: ACKs (and the adapter's REJECTs) for no pending call, or from the wrong address
     unknown_acks: int = 0
+    #: messages the adapter classified DROP (nothing to do; not logged)
+    ignored: int = 0
+    #: replies with a pending key and source that the request's accept= refused
+    unaccepted: int = 0
+    #: calls failed at once by the peer's REJECT (aiodisp.PeerRejected)
+    rejected: int = 0
     #: datagrams whose framing header was missing or malformed
     header_errors: int = 0
-    #: datagrams the adapter could not decode (raw_to_msg, msg_key or is_reply raised)
+    #: datagrams the adapter could not decode (raw_to_msg, msg_key, is_reply, classify,
+    #: transaction_key or ack_for raised)
     decode_errors: int = 0
     #: empty datagrams
     empty: int = 0
@@ -77,7 +89,7 @@ SENT_PARTS = ("requests", "notifies", "retransmissions", "acks_sent", "replies_r
 RECEIVED_PARTS = (
     "replies_matched", "acks_received", "delivered", "unknown_replies", "wrong_source",
     "unknown_acks", "header_errors", "decode_errors", "empty", "oversize", "duplicates",
-    "queue_drops",
+    "queue_drops", "ignored", "unaccepted", "rejected",
 )
 #: Counted directly; ``sent``, ``received`` and ``consumed`` are derived from the others.
 COUNTED = tuple(name for name in STAT_FIELDS if name not in ("sent", "received", "consumed"))
@@ -91,6 +103,8 @@ class Counters:
     requests: int
     notifies: int
     retransmissions: int
+    budget_denied: int
+    unreachable: int
     replies_matched: int
     acks_received: int
     acks_sent: int
@@ -100,6 +114,9 @@ class Counters:
     unknown_replies: int
     wrong_source: int
     unknown_acks: int
+    ignored: int
+    unaccepted: int
+    rejected: int
     header_errors: int
     decode_errors: int
     empty: int

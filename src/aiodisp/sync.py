@@ -334,13 +334,15 @@ def _open(runner: _LoopThread, coro: Coroutine[Any, Any, T]) -> T:
 
 def open_udp(
     adapter: MessageAdapter[M],
-    local_addr: tuple[Any, ...] = ("127.0.0.1", 0),
+    local_addr: tuple[Any, ...] | None = None,
     *,
     framing: Framing = "ack",
     uvloop: bool = False,
     **options: Any,
 ) -> SyncDispatcher[M]:
-    """A blocking dispatcher on a UDP socket; options as :func:`aiodisp.open_udp`."""
+    """A blocking dispatcher on a UDP socket; options and defaults as :func:`aiodisp.open_udp`
+    (the dual-stack wildcard, 4 MiB socket buffers, a congestion window and a retry
+    budget per peer, request() retransmitting over ACK framing)."""
     runner = _LoopThread(uvloop=uvloop)
     d = _open(runner, _open_udp(adapter, local_addr, framing=framing, **options))
     return SyncDispatcher(d, runner)

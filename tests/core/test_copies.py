@@ -1,6 +1,7 @@
 """The core's deliberate hot-path copies, pinned to their originals.
 
-``start_request`` inlines ``encode()``, ``_frame()`` and ``new_pending()``;
+``start_request`` inlines ``encode()``, ``_frame()``, ``new_pending()`` and the
+peer's window accounting (``_started()``, itself ``Windows.started()``);
 ``frame_oneway`` inlines ``encode()`` and ``_frame()``. Each copy is driven here
 through the same cases as the original: every slot of the Pending it builds,
 the frame bytes, and every way encoding can fail.
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiodisp import AdapterError, DuplicateKeyError, MessageTooLarge, RetryPolicy
+from aiodisp._core.congestion import Peer
 from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK_REQUESTED, unpack_header
 from aiodisp._core.pending import NOTIFY, REQUEST, Pending, new_pending
@@ -29,7 +31,12 @@ def endpoint(framing: str = "ack", adapter: Any = None, **kw: Any) -> Endpoint[A
 
 
 def slots(p: Pending) -> dict[str, Any]:
-    return {name: getattr(p, name, _UNSET) for name in Pending.__slots__}
+    """Every slot of ``p``; its peer (an object of its own endpoint) as that peer's state."""
+    out = {name: getattr(p, name, _UNSET) for name in Pending.__slots__}
+    peer = out["peer"]
+    if peer is not _UNSET:
+        out["peer"] = {name: getattr(peer, name) for name in Peer.__slots__}
+    return out
 
 
 def reference_frame(e: Endpoint[Any], msg: Any, flags: int) -> tuple[bytes, int]:
@@ -48,11 +55,13 @@ def test_start_request_builds_what_new_pending_and_frame_build(
     p = copy.start_request((key, payload), PEER, waiter, 1.0, 2.0, None)
     frame, packet_id = reference_frame(original, (key, payload), 0)
     q = new_pending(REQUEST, key, PEER, frame, packet_id, waiter, 1.0, 3.0)
+    original._started(q, 1.0)
     mine, theirs = slots(p), slots(q)
     # the schedule's lane is where the copy filed the call; new_pending() files nothing
     assert mine.pop("lane") is not None and theirs.pop("lane") is None
     assert mine == theirs
     assert copy.waiting == {key: p} and copy.counters.requests == 1
+    assert copy.throttled == original.throttled
 
 
 @given(payload=st.binary(max_size=64))
@@ -63,6 +72,7 @@ def test_start_request_with_a_policy_matches_new_pending_plus_its_schedule(paylo
     frame, packet_id = reference_frame(original, (1, payload), 0)
     q = new_pending(REQUEST, 1, PEER, frame, packet_id, None, 0.0, 5.0)
     original._schedule_first(q, policy, 0.0)
+    original._started(q, 0.0)
     assert slots(p) == slots(q)
 
 

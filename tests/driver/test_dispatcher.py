@@ -14,7 +14,7 @@ import pytest
 import aiodisp
 from aiodisp._transports.memory import MemoryNetwork
 from tests.helpers.adapters import FlagAdapter, KeyAdapter
-from tests.helpers.servers import echo_server
+from tests.helpers.servers import echo_server, silent_udp
 
 pytestmark = pytest.mark.both_loops
 
@@ -128,7 +128,9 @@ async def test_reply_with_another_key_ends_in_request_timeout() -> None:
             await client.request((10, b""), server.local_addr, timeout=0.3)
         await task
         assert isinstance(info.value, TimeoutError)
-        assert info.value.key == 10 and info.value.attempts == 1
+        # (retransmitted by default over ACK framing: the reply with the wrong key did
+        # not complete the request)
+        assert info.value.key == 10 and info.value.attempts >= 1
         assert "10" in str(info.value)
         assert client.pending == 0 and client.stats.timeouts == 1
         # the stray message is an ordinary message for the client's application
@@ -155,31 +157,34 @@ async def test_no_reply_ends_in_request_timeout_after_the_retry_policy() -> None
 
 async def test_two_pending_requests_may_not_share_a_key(udp_pair: Any) -> None:
     client, _ = udp_pair
-    first = asyncio.create_task(client.request((1, b""), ("127.0.0.1", 9), timeout=1))
-    await asyncio.sleep(0)
-    with pytest.raises(aiodisp.DuplicateKeyError):
-        await client.request((1, b""), ("127.0.0.1", 9), timeout=1)
+    with silent_udp() as silent:
+        first = asyncio.create_task(client.request((1, b""), silent, timeout=1))
+        await asyncio.sleep(0)
+        with pytest.raises(aiodisp.DuplicateKeyError):
+            await client.request((1, b""), silent, timeout=1)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
 
 
-async def test_cancelling_a_request_removes_its_pending_entry(udp_pair: Any) -> None:
-    client, _ = udp_pair
-    tasks = [
-        asyncio.create_task(client.request((i, b""), ("127.0.0.1", 9), timeout=10))
-        for i in range(100)
-    ]
-    await asyncio.sleep(0.01)
-    assert client.pending == 100
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    assert client.pending == 0 and client.stats.cancelled == 100
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await client.request((1, b""), ("127.0.0.1", 9), timeout=10)
-    assert client.pending == 0
+async def test_cancelling_a_request_removes_its_pending_entry() -> None:
+    # (congestion=False: all 100 in flight at once, none waiting for the window)
+    with silent_udp() as silent:
+        async with await aiodisp.open_udp(KeyAdapter(), congestion=False) as client:
+            tasks = [
+                asyncio.create_task(client.request((i, b""), silent, timeout=10))
+                for i in range(100)
+            ]
+            await asyncio.sleep(0.01)
+            assert client.pending == 100
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert client.pending == 0 and client.stats.cancelled == 100
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await client.request((1, b""), silent, timeout=10)
+            assert client.pending == 0
 
 
 async def test_notify_unreliable_returns_at_once(udp_pair: Any) -> None:
@@ -295,11 +300,12 @@ async def test_replies_keep_flowing_while_the_queue_is_full() -> None:
 async def test_close_is_idempotent_and_fails_waiting_and_later_calls() -> None:
     adapter = KeyAdapter()
     d = await aiodisp.open_udp(adapter)
-    waiting_request = asyncio.create_task(d.request((1, b""), ("127.0.0.1", 9), timeout=10))
-    waiting_recv = asyncio.create_task(d.recv_from(timeout=10))
-    await asyncio.sleep(0.01)
-    await d.close()
-    await d.close()
+    with silent_udp() as silent:
+        waiting_request = asyncio.create_task(d.request((1, b""), silent, timeout=10))
+        waiting_recv = asyncio.create_task(d.recv_from(timeout=10))
+        await asyncio.sleep(0.01)
+        await d.close()
+        await d.close()
     with pytest.raises(aiodisp.DispatcherClosed):
         await waiting_request
     with pytest.raises(aiodisp.DispatcherClosed):

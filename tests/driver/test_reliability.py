@@ -14,6 +14,12 @@ from tests.helpers.adapters import FlagAdapter, KeyAdapter
 pytestmark = pytest.mark.both_loops
 
 HOSTILE = aiodisp.Link(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.002, seed=7)
+#: These tests are about exactly-once delivery and the tables' bounds, not the rate:
+#: under 20 % random loss each way the congestion window would (rightly) hold 200
+#: calls to one or two at a time, and the retry budget (a fifth of first sends plus
+#: 10/s) would refuse the retransmissions a third of the calls need. Both are tested
+#: on lossy links in tests/driver/test_congestion.py.
+NO_WINDOW: dict[str, Any] = {"congestion": False, "retry_budget": None}
 COUNT = 2000
 IN_FLIGHT = 200
 
@@ -29,7 +35,7 @@ async def _bounded(count: int, make: Any) -> list[Any]:
 
 
 async def test_every_notify_returns_and_is_delivered_exactly_once() -> None:
-    a, b = await aiodisp.open_memory_pair(KeyAdapter(), link=HOSTILE, timeout=30)
+    a, b = await aiodisp.open_memory_pair(KeyAdapter(), link=HOSTILE, timeout=30, **NO_WINDOW)
     assert not a.transport.reliable
     seen: collections.Counter[int] = collections.Counter()
 
@@ -51,7 +57,7 @@ async def test_every_notify_returns_and_is_delivered_exactly_once() -> None:
 
 
 async def test_every_request_is_answered_and_served_exactly_once() -> None:
-    a, b = await aiodisp.open_memory_pair(FlagAdapter(), link=HOSTILE, timeout=30)
+    a, b = await aiodisp.open_memory_pair(FlagAdapter(), link=HOSTILE, timeout=30, **NO_WINDOW)
     served: collections.Counter[int] = collections.Counter()
 
     async def server() -> None:
@@ -74,7 +80,7 @@ async def test_every_request_is_answered_and_served_exactly_once() -> None:
 
 async def test_raw_framing_retries_work_without_deduplication() -> None:
     link = aiodisp.Link(loss=0.2, seed=3)
-    a, b = await aiodisp.open_memory_pair(FlagAdapter(), link=link, framing="raw")
+    a, b = await aiodisp.open_memory_pair(FlagAdapter(), link=link, framing="raw", **NO_WINDOW)
     served: collections.Counter[int] = collections.Counter()
 
     async def server() -> None:
@@ -112,7 +118,9 @@ async def test_adaptive_notify_learns_the_round_trip_time() -> None:
 async def test_cancelling_and_timing_out_thousands_of_calls_leaves_nothing_behind(
     kind: str,
 ) -> None:
-    a, b = await aiodisp.open_memory_pair(KeyAdapter(), link=aiodisp.Link(loss=1.0, seed=1))
+    a, b = await aiodisp.open_memory_pair(
+        KeyAdapter(), link=aiodisp.Link(loss=1.0, seed=1), **NO_WINDOW
+    )
     policy = aiodisp.RetryPolicy(initial_timeout=0.01, max_attempts=None)
     before = len(asyncio.all_tasks())
     async with a, b:

@@ -18,9 +18,12 @@ from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from .._adapter import MessageAdapter
+from .._kind import Kind
 from ..errors import AdapterError, DuplicateKeyError, MessageTooLarge
 from ..retry import RetryPolicy
 from ..stats import Counters, Stats
+from .budget import RetryBudget
+from .congestion import Peer, Windows
 from .delivery_log import DeliveryLog
 from .framing import (
     FLAG_ACK,
@@ -34,6 +37,7 @@ from .framing import (
     pack_word,
     unpack_word,
 )
+from .message_layer import MessageLayer, wants_message_layer
 from .packet_ids import PacketIds
 from .pending import NOTIFY, REQUEST, Pending, _alloc, new_pending
 from .received import Received
@@ -103,6 +107,12 @@ class Endpoint(Generic[M]):
       check of a call (``pending_count`` is the same as a method);
     * :attr:`counters`, to count transport errors and failed sends (the
       driver's only counters);
+    * :attr:`throttled`, tested for emptiness and then for the call's
+      address: the peers a new call must wait for (their congestion window is
+      full, or calls wait for it already); such a call waits in the driver's
+      :class:`~aiodisp._admission.PeerWindows`, which asks
+      :meth:`window_room` and tells :meth:`window_wait_begins` /
+      :meth:`window_wait_ends`;
     * a :class:`Pending`'s ``frame`` (first send), ``due`` (arming the timer),
       ``deadline``, ``policy``, ``attempts``, ``key``, ``addr``, ``kind``
       (errors), ``done`` and ``result``, and its ``waiter`` (the driver's
@@ -111,16 +121,19 @@ class Endpoint(Generic[M]):
     **The tables:** ``waiting`` (pending requests by key: a key is pending at
     most once), ``acking`` (notifies waiting for their ACK, by packet id), the
     schedule (:mod:`.schedule`: each pending call's next event), the delivery
-    log (:mod:`.delivery_log`: duplicate and reply caches, ACK framing) and the
-    RTT table (:mod:`.rtt`) that sizes adaptive retransmission timeouts. The
-    core builds them all from its options.
+    log (:mod:`.delivery_log`: duplicate and reply caches, ACK framing), the
+    RTT table (:mod:`.rtt`) that sizes adaptive retransmission timeouts, and
+    the peers' congestion windows and retry accounts (:mod:`.congestion`,
+    :mod:`.budget`). The core builds them all from its options.
 
     Options: ``framing``; ``max_datagram_size`` (larger outgoing datagrams raise
     :class:`MessageTooLarge`, larger incoming ones are dropped); ``max_queue``
     (the inbox bound); ``check_source`` (a reply or ACK counts only from the
     call's destination); ``dedup_ttl``, ``dedup_capacity``,
     ``reply_cache_bytes`` (the delivery log's bounds); ``seed`` (packet ids and
-    jitter; None: unpredictable).
+    jitter; None: unpredictable); ``congestion`` (a congestion window per
+    peer; off by default here, on in the Dispatcher); ``retry_budget`` (a
+    :class:`RetryBudget` per peer, or None).
     """
 
     def __init__(
@@ -136,6 +149,8 @@ class Endpoint(Generic[M]):
         reply_cache_bytes: int = 8 << 20,
         seed: int | None = None,
         report: Reporter | None = None,
+        congestion: bool = False,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         if framing not in ("ack", "raw"):
             raise ValueError(f"framing must be 'ack' or 'raw', not {framing!r}")
@@ -155,6 +170,11 @@ class Endpoint(Generic[M]):
             ttl=dedup_ttl, capacity=dedup_capacity, reply_bytes=reply_cache_bytes
         )
         self.rtt = RttTable()
+        self.windows = Windows(enabled=congestion)
+        self.budget = retry_budget
+        #: peers a new call must wait for (see the class docs)
+        self.throttled = self.windows.throttled
+        self._peer_of = self.windows.peers.get
         self.rng = random.Random(seed)
         self.report: Reporter = report if report is not None else _null_report
         self.counters = Counters()
@@ -170,6 +190,20 @@ class Endpoint(Generic[M]):
         # random packet ids (see .packet_ids): popped from ids.ready, drawn when it is empty
         self._ids = PacketIds(seed)
         self._ready = self._ids.ready
+        # The optional message-layer methods (classify, transaction_key, ack_for): with
+        # raw framing they get receive and the call starts of their own, decided here
+        # once, so an adapter without them keeps the plain paths and their cost.
+        self.layer: MessageLayer | None = None
+        if not self.ack and wants_message_layer(adapter):
+            layer = self.layer = MessageLayer(self)
+            self.receive = layer.receive  # type: ignore[method-assign]
+            self.start_request = layer.start_request  # type: ignore[method-assign]
+            self.start_notify = layer.start_notify  # type: ignore[method-assign]
+            self.frame_oneway = layer.frame_oneway  # type: ignore[method-assign]
+        elif self._is_reply is None and callable(getattr(adapter, "classify", None)):
+            # (ACK framing's header does the message layer's work: classify is is_reply)
+            classify = adapter.classify  # type: ignore[attr-defined]
+            self._is_reply = lambda msg: classify(msg) is Kind.REPLY
 
     # ------------------------------------------------------------------ sending
 
@@ -214,8 +248,13 @@ class Endpoint(Generic[M]):
         now: float,
         timeout: float,
         policy: RetryPolicy | None,
+        accept: Callable[[Any], bool] | None = None,
     ) -> Pending:
-        """Register a request; the caller sends ``pending.frame`` to ``addr``."""
+        """Register a request; the caller sends ``pending.frame`` to ``addr``.
+
+        ``accept(reply) -> bool``: a reply with the key, from ``addr``, that it
+        refuses is dropped (``unaccepted``) and the request keeps waiting.
+        """
         # The hot path: encode() and _frame() are inlined here.
         try:
             key = self._key_of(msg)
@@ -244,6 +283,15 @@ class Endpoint(Generic[M]):
             raise MessageTooLarge(len(frame), self.max_datagram_size)
         # new_pending(), inlined: a Python call frame is a tenth of this method's cost
         p: Pending = _alloc(Pending)
+        # Windows.started(), inlined (tests/core/test_congestion_copies.py pins it)
+        peer = self._peer_of(addr)
+        if peer is None:
+            peer = self.windows.peer(addr, now)
+        p.peer = peer
+        peer.sends += 1
+        n = peer.in_flight = peer.in_flight + 1
+        if n >= peer.limit:
+            self.throttled.add(addr)
         p.kind = REQUEST
         p.key = key
         p.addr = addr
@@ -254,6 +302,7 @@ class Endpoint(Generic[M]):
         p.deadline = p.due = now + timeout
         p.attempts = 1
         p.policy = None
+        p.accept = accept
         p.done = False
         waiting[key] = p
         if policy is None:
@@ -288,8 +337,18 @@ class Endpoint(Generic[M]):
         p = new_pending(NOTIFY, key, addr, frame, packet_id, waiter, now, now + timeout)
         self.acking[packet_id] = p
         self._schedule_first(p, policy, now)
+        self._started(p, now)
         self.counters.notifies += 1
         return p
+
+    def _started(self, p: Pending, now: float) -> None:
+        """Count a call just made in its peer's window (and its first send)."""
+        windows = self.windows
+        peer = windows.peers.get(p.addr)
+        if peer is None:
+            peer = windows.peer(p.addr, now)
+        p.peer = peer
+        windows.started(peer)
 
     def frame_oneway(self, msg: M, addr: Address) -> bytes:
         """The datagram of a message sent once, waiting for nothing.
@@ -374,6 +433,9 @@ class Endpoint(Generic[M]):
             return
         self._finish(p)
         self.schedule.finished(p)
+        peer = getattr(p, "peer", None)
+        if peer is not None:
+            peer.sends -= 1
         if p.kind == REQUEST:
             self.counters.requests -= 1
         else:
@@ -387,6 +449,11 @@ class Endpoint(Generic[M]):
                 del self.waiting[p.key]
         else:
             self.acking.pop(p.packet_id, None)
+        if self.layer is not None:
+            self.layer.forget(p)
+        peer = getattr(p, "peer", None)
+        if peer is not None:
+            self.windows.ended(peer)
 
     # ------------------------------------------------------------------ timers
 
@@ -409,20 +476,50 @@ class Endpoint(Generic[M]):
         outbox = self.outbox
         counters = self.counters
         schedule = self.schedule
+        windows = self.windows
+        budget = self.budget
         p: Any
         for p in schedule.pop_due(now):
+            if p.frame is None and now < p.deadline:
+                # the peer ACKed this request (message layer): resend nothing, wait
+                # for its reply until the deadline
+                p.due = p.deadline
+                schedule.add(p)
+                continue
             policy = p.policy
+            last_sent = p.last_sent if p.attempts > 1 else p.sent_at
+            peer = getattr(p, "peer", None)
             if (
                 policy is None
                 or now >= p.deadline
                 or (p.max_attempts is not None and p.attempts >= p.max_attempts)
             ):
                 self._finish(p)
+                if peer is not None:
+                    windows.timed_out(peer, last_sent, now)
                 counters.timeouts += 1
                 expired.append(p)
                 continue
-            assert p.frame is not None
+            if peer is not None:
+                # the window says whether it is sent again now (lost, or the peer's
+                # probe) or looks again later (another call probes the peer) ...
+                later = windows.on_timer(peer, last_sent, now, self.rtt.rto(p.addr))
+                if later is not None:
+                    p.due = min(later, p.deadline)
+                    schedule.add(p)
+                    continue
+                # ... and the retry budget whether it may be sent at all
+                if budget is not None and not windows.may_retransmit(peer, budget, now):
+                    counters.budget_denied += 1
+                    interval = self._jitter(
+                        min(p.interval * policy.backoff, policy.max_interval), policy.jitter
+                    )
+                    p.interval = interval
+                    p.due = min(now + interval, p.deadline)
+                    schedule.add(p)
+                    continue
             p.attempts += 1
+            p.last_sent = now
             counters.retransmissions += 1
             outbox.append((p.frame, p.addr))
             interval = self._jitter(
@@ -447,6 +544,8 @@ class Endpoint(Generic[M]):
         self.counters.discarded_on_close += len(self.inbox)
         self.inbox.clear()
         self.outbox.clear()
+        if self.layer is not None:
+            self.layer.clear()
         return pending
 
     def _clear_schedule(self) -> None:
@@ -612,6 +711,8 @@ class Endpoint(Generic[M]):
                 counters.wrong_source += 1
                 self.report("wrong source", addr, key)
                 return None
+            if p.accept is not None and not self._accepted(p, msg, addr, flags, packet_id):
+                return None
             del waiting[key]
             p.done = True
             p.frame = None
@@ -622,13 +723,24 @@ class Endpoint(Generic[M]):
             else:
                 del lane[p]
             counters.replies_matched += 1
-            # RTT samples (Karn: first attempts only) from every call that
-            # retransmits, and from one in eight of the others.
-            if p.policy is None:
-                if not counters.replies_matched & 7:  # (sent once: attempts is 1)
-                    self.rtt.sample(p.addr, now - p.sent_at)
-            elif p.attempts == 1:
-                self.rtt.sample(p.addr, now - p.sent_at)
+            # The call leaves its window: Windows.answered_call(), inlined
+            # (tests/core/test_congestion_copies.py pins the copy). RTT samples
+            # (Karn: first attempts only) from every call that retransmits, and
+            # from one in eight of the others.
+            peer = p.peer
+            n = peer.in_flight
+            peer.in_flight = n - 1
+            if p.attempts == 1:
+                peer.heard = now
+                sent_at = p.sent_at
+                if sent_at > peer.answered:
+                    peer.answered = sent_at
+                if p.policy is not None or not counters.replies_matched & 7:
+                    self.rtt.sample(p.addr, now - sent_at)
+                if n >= peer.limit or peer.waiting:
+                    self.windows.grow(peer, sent_at)
+            else:
+                self._answered_again(p, peer, now)
             if packet_id >= 0:
                 if is_reply is None:
                     # without is_reply a network duplicate of this reply would look
@@ -654,6 +766,22 @@ class Endpoint(Generic[M]):
                 counters.acks_sent += 1
         return None
 
+    def _accepted(self, p: Pending, msg: M, addr: Address, flags: int, packet_id: int) -> bool:
+        """Whether the request's ``accept`` takes ``msg``; if not, the reply is dropped."""
+        accept = p.accept
+        assert accept is not None
+        try:
+            if accept(msg):
+                return True
+        except Exception as exc:
+            self.report("accept", addr, exc)  # a refusal, told as such
+        self.counters.unaccepted += 1
+        self.report("unaccepted", addr, p.key)
+        if flags:  # processed: a retransmission would not change the outcome
+            self.outbox.append((ack_for(packet_id), addr))
+            self.counters.acks_sent += 1
+        return False
+
     def _on_ack(self, packet_id: int, addr: Address, now: float) -> Pending | None:
         p = self.acking.get(packet_id)
         if p is None or (self.check_source and p.addr != addr):
@@ -668,4 +796,57 @@ class Endpoint(Generic[M]):
         self.counters.acks_received += 1
         if p.attempts == 1:
             self.rtt.sample(p.addr, now - p.sent_at)
+        self._answered(p, now)
         return p
+
+    # ------------------------------------------------------------------ windows
+
+    def _answered(self, p: Pending, now: float) -> None:
+        """``p`` was answered (its reply or ACK came): it leaves its peer's window.
+
+        (The reply path of :meth:`receive` inlines this for a call sent once.)
+        """
+        peer = getattr(p, "peer", None)
+        if peer is None:
+            return
+        if p.attempts == 1:
+            self.windows.answered_call(peer, p.sent_at, now)
+        else:
+            peer.in_flight -= 1
+            self._answered_again(p, peer, now)
+
+    def _answered_again(self, p: Pending, peer: Peer, now: float) -> None:
+        """A call sent more than once was answered (it is out of ``in_flight``).
+
+        Its round trip, from the first send, is a weak RTT sample (CoCoA) after
+        one or two retransmissions; the window learns that the peer answered.
+        """
+        if p.attempts <= 3:
+            self.rtt.weak_sample(p.addr, now - p.sent_at)
+        self.windows.answered_again(peer, p.sent_at, p.last_sent, now)
+
+    def window(self, addr: Address) -> int | None:
+        """The calls ``addr`` may have in flight now (None: congestion control is off)."""
+        return self.windows.window(addr)
+
+    def window_room(self, addr: Address) -> int:
+        """How many more calls to ``addr`` its window lets start now."""
+        return self.windows.room(addr)
+
+    def window_wait_begins(self, addr: Address) -> None:
+        """A call to ``addr`` waits for room in its window (the driver's admission)."""
+        self.windows.wait_begins(addr, 0.0)
+
+    def window_wait_ends(self, addr: Address) -> None:
+        """A call stopped waiting for ``addr``'s window (it starts now, or left)."""
+        self.windows.wait_ends(addr)
+
+    def unreachable(self, addr: Address) -> list[Pending]:
+        """Nothing listens at ``addr`` (the kernel said so): end every call in flight
+        to it; the driver fails them (:class:`~aiodisp.PeerUnreachable`)."""
+        calls = [p for p in (*self.waiting.values(), *self.acking.values()) if p.addr == addr]
+        for p in calls:
+            self._finish(p)
+            self.schedule.finished(p)
+        self.counters.unreachable += len(calls)
+        return calls

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..retry import RetryPolicy
@@ -22,6 +22,7 @@ class Pending:
     """One call waiting for its reply (request) or its ACK (notify)."""
 
     __slots__ = (
+        "accept",
         "addr",
         "attempts",
         "deadline",
@@ -32,18 +33,27 @@ class Pending:
         "key",
         "kind",
         "lane",
+        "last_sent",
         "max_attempts",
         "packet_id",
+        "peer",
         "policy",
         "result",
         "sent_at",
+        "txkey",
         "waiter",
     )
     # Set only when used (an unset slot costs nothing to create): max_attempts
-    # and interval by a retry policy, result on completion.
+    # and interval by a retry policy, result on completion, txkey by the message
+    # layer (the transaction key of the call's outgoing message), last_sent by
+    # a retransmission (when the last copy went), peer by the endpoint (the
+    # call's place in its peer's congestion window, .congestion.Peer).
     max_attempts: int | None
     interval: float
     result: Any
+    txkey: Hashable | None
+    last_sent: float
+    peer: Any
 
     # No __init__: calling a class with a Python __init__ costs CPython 3.11 about
     # three times what new_pending() does (a hot path: one per call).
@@ -57,6 +67,8 @@ class Pending:
     deadline: float
     attempts: int
     policy: RetryPolicy | None
+    #: a request's ``accept(reply) -> bool`` (None: any reply with its key and source)
+    accept: Callable[[Any], bool] | None
     due: float
     done: bool
     lane: Lane | None
@@ -87,6 +99,7 @@ def new_pending(
     p.deadline = deadline
     p.attempts = 1
     p.policy = None
+    p.accept = None
     p.due = deadline
     p.done = False
     p.lane = None

@@ -17,6 +17,13 @@ a firewall's refusal as EPERM); :meth:`LoopDatagramTransport.send` turns
 that into a :class:`TransportError` raised at once, as
 :class:`~aiodisp._transports.sockets.SocketTransport` raises, rather than a
 later count of transport errors and a silent timeout for the caller.
+
+ICMP errors (:mod:`.icmp`): the socket asks the kernel to queue them, and the
+error handler reads the queue the moment the loop reports an error, before it
+returns to the loop: uvloop's reader must not meet the queued error again (it
+crashes). Each queued error goes to the sink with its peer (a port
+unreachable as :class:`~aiodisp.PeerUnreachable`); a send the kernel refused
+only because such an error was queued is tried once more.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import TransportError
+from . import icmp
 from .addresses import is_wildcard, resolve_address, transport_error
 from .base import Address, DatagramSink
 
@@ -100,6 +108,7 @@ class LoopDatagramTransport:
     @classmethod
     async def open(cls, sock: socket.socket, *, max_datagram_size: int) -> LoopDatagramTransport:
         loop = asyncio.get_running_loop()
+        icmp.enable(sock)
         protocol = _Protocol()
         dgram, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         self = cls(loop, sock, dgram, protocol, max_datagram_size)
@@ -219,6 +228,7 @@ def _sender(
     rather than attributes: this is the hot path of every request on uvloop.
     """
     sendto = owner._dgram.sendto
+    sock = owner._sock
     sending = False
     failure: Exception | None = None
 
@@ -236,14 +246,34 @@ def _sender(
         sending = False
         if failure is not None:
             refused, failure = failure, None
-            raise _send_error(addr, refused) from refused
+            if not isinstance(refused, OSError) or not queued_errors_read():
+                raise _send_error(addr, refused) from refused
+            # refused for an ICMP error queued before, for another datagram: once more
+            sending = True
+            try:
+                sendto(data, addr)
+            except Exception as exc:
+                sending = False
+                failure = None
+                raise _send_error(addr, exc) from exc
+            sending = False
+            if failure is not None:
+                refused, failure = failure, None
+                raise _send_error(addr, refused) from refused
         return owner._paused
+
+    def queued_errors_read() -> bool:
+        """Read the socket's error queue now; report each error; True if there was one."""
+        errors = icmp.drain(sock)
+        for error in errors:
+            owner._error(error)
+        return bool(errors)
 
     def error_received(exc: Exception) -> None:
         nonlocal failure
         if sending:
-            failure = exc
-        else:
+            failure = exc  # (send() reads the error queue once sendto returns)
+        elif not isinstance(exc, OSError) or owner._closed or not queued_errors_read():
             owner._error(exc)
 
     return send, error_received

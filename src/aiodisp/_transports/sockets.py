@@ -13,6 +13,10 @@ stops reading holds up nobody else.
 
 A socket bound to a wildcard address answers every peer from the address the
 peer reached it at (:mod:`.pktinfo`), so its peers' source checks pass.
+
+A UDP socket reads the ICMP errors the kernel queues for it (:mod:`.icmp`):
+each is reported to the sink with the peer it concerns (a port unreachable as
+:class:`~aiodisp.PeerUnreachable`), as soon as a receive or a send meets it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import TransportError
-from . import pktinfo
+from . import icmp, pktinfo
 from .addresses import (
     UNIX_PATH_MAX,
     canonical_unix_path,
@@ -99,6 +103,8 @@ class SocketTransport:
         self._unix_names: dict[Any, str | None] = {}
         self._read_ready: Callable[[], None]
         self._sendto: Callable[[bytes, Address], object]
+        #: the kernel queues ICMP errors on this socket (read them when an error shows)
+        self._errqueue = family != socket.AF_UNIX and icmp.enable(sock)
         local: Any = sock.getsockname()
         if family == socket.AF_UNIX:
             local = received_unix_address(local)
@@ -120,7 +126,7 @@ class SocketTransport:
         self._local_addr: Address = local
         self._queues = PeerQueues(
             self._loop,
-            self._sendto,
+            self._queued_sendto if self._errqueue else self._sendto,
             self._report,
             high_water=high_water,
             max_per_peer=max_queued_per_peer,
@@ -175,7 +181,7 @@ class SocketTransport:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                sink.error_received(exc)
+                self._receive_failed(exc)
                 return
             deliver(data, addr)
             if self._closed:
@@ -194,7 +200,7 @@ class SocketTransport:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                sink.error_received(exc)
+                self._receive_failed(exc)
                 return
             if raw.__class__ is str and raw:
                 deliver(data, raw)  # a path, as the sender bound it
@@ -226,7 +232,7 @@ class SocketTransport:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                sink.error_received(exc)
+                self._receive_failed(exc)
                 return
             if v6:
                 host = addr[0]
@@ -267,7 +273,9 @@ class SocketTransport:
         except OSError as exc:
             if exc.errno in BLOCKED and not self._closed:
                 return queues.put(queues.start(addr), data, addr)
-            raise self._send_error(addr, exc) from exc
+            if not self._queued_errors_read(exc):
+                raise self._send_error(addr, exc) from exc
+            return self._send_again(data, addr, best_effort=False)
         except Exception as exc:  # TypeError, ValueError, OverflowError: not an address
             raise self._bad_send(addr, exc) from exc
         return False
@@ -292,10 +300,58 @@ class SocketTransport:
         except OSError as exc:
             if exc.errno in BLOCKED and not self._closed:
                 return queues.put_best_effort(queues.start(addr), data)
-            raise self._send_error(addr, exc) from exc
+            if not self._queued_errors_read(exc):
+                raise self._send_error(addr, exc) from exc
+            return self._send_again(data, addr, best_effort=True)
         except Exception as exc:  # TypeError, ValueError, OverflowError: not an address
             raise self._bad_send(addr, exc) from exc
         return True
+
+    # -- ICMP errors (see .icmp)
+
+    def _receive_failed(self, exc: OSError) -> None:
+        """A receive failed: report the errors queued for the peers (or ``exc`` itself)."""
+        sink = self._sink
+        assert sink is not None
+        errors = icmp.drain(self._sock) if self._errqueue and not self._closed else []
+        for error in errors or (exc,):
+            sink.error_received(error)
+            if self._closed:
+                return
+
+    def _queued_errors_read(self, exc: OSError) -> bool:
+        """A send failed with ``exc``: was that an ICMP error queued before, for some
+        datagram sent earlier? If so it is read and reported (True)."""
+        if not self._errqueue or self._closed:
+            return False
+        errors = icmp.drain(self._sock)
+        for error in errors:
+            self._report(error)
+        return bool(errors)
+
+    def _queued_sendto(self, data: bytes, addr: Address) -> None:
+        """The send queues' send: once more if refused for an earlier datagram's error."""
+        try:
+            self._sendto(data, addr)
+        except OSError as exc:
+            if exc.errno in BLOCKED or not self._queued_errors_read(exc):
+                raise
+            self._sendto(data, addr)
+
+    def _send_again(self, data: bytes, addr: Address, *, best_effort: bool) -> bool:
+        """Send once more a datagram refused for an earlier datagram's error (see
+        :meth:`_queued_errors_read`); what :meth:`send` or :meth:`send_best_effort` returns."""
+        queues = self._queues
+        try:
+            self._sendto(data, addr)
+        except OSError as exc:
+            if exc.errno in BLOCKED and not self._closed:
+                q = queues.start(addr)
+                return queues.put_best_effort(q, data) if best_effort else queues.put(q, data, addr)
+            raise self._send_error(addr, exc) from exc
+        except Exception as exc:
+            raise self._bad_send(addr, exc) from exc
+        return best_effort
 
     def _send_error(self, addr: Address, exc: OSError) -> TransportError:
         if self._closed:

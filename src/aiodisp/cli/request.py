@@ -88,7 +88,9 @@ async def exchange(args: argparse.Namespace, fmt: Format[Any], msg: Any) -> int:
             d = await aiodisp.open_unix(fmt.adapter, os.path.join(tmpdir, "client.sock"),
                                         framing=args.framing)
         else:
-            d = await aiodisp.open_udp(fmt.adapter, where.client_bind(), framing=args.framing)
+            # open_udp's defaults: the dual-stack wildcard (any host), 4 MiB buffers,
+            # a congestion window and a retry budget per peer
+            d = await aiodisp.open_udp(fmt.adapter, framing=args.framing)
     except DispatchError as exc:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
