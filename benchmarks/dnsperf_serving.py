@@ -206,15 +206,18 @@ _FIELDS = {
 
 
 def dnsperf(addr: tuple[str, int], datafile: str, seconds: float, args: argparse.Namespace,
-            cpu: int | None) -> dict[str, Any]:
-    """One dnsperf run against ``addr``: its summary figures, rcodes and its own CPU."""
+            cpu: int | None, limit: list[str] | None = None) -> dict[str, Any]:
+    """One dnsperf run against ``addr``: its summary figures and rcodes.
+
+    ``limit`` replaces the time limit (``-l seconds``) with other dnsperf options.
+    """
     argv = ["dnsperf", "-s", addr[0], "-p", str(addr[1]), "-d", datafile,
-            "-l", f"{seconds:g}", "-c", str(args.clients), "-q", str(args.outstanding),
-            "-t", str(args.timeout), "-b", str(args.buffer_kib)]
+            *(limit or ["-l", f"{seconds:g}"]), "-c", str(args.clients),
+            "-q", str(args.outstanding), "-t", str(args.timeout), "-b", str(args.buffer_kib)]
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=seconds + args.timeout + 30)
+    out, err = proc.communicate(timeout=seconds + args.timeout + 300)
     if proc.returncode != 0:
         raise RuntimeError(f"dnsperf failed ({proc.returncode}): {err[-2000:]}")
     result: dict[str, Any] = {}
@@ -228,6 +231,44 @@ def dnsperf(addr: tuple[str, int], datafile: str, seconds: float, args: argparse
                                                           codes.group(1) if codes else "")}
     result["loss"] = result["lost"] / result["sent"] if result["sent"] else 0.0
     return result
+
+
+def instructions(responder: str, loop: str, datafile: str, args: argparse.Namespace) -> dict[
+        str, Any]:
+    """User-space instructions per query of ``responder`` under callgrind.
+
+    The responder runs under ``valgrind --tool=callgrind`` twice, answering
+    dnsperf's query file once (``-n 1``) and three times (``-n 3``), paced
+    (``-Q``) if asked, else unpaced: the responder is saturated, with
+    ``--outstanding`` queries waiting in its socket, as in the timed runs; the difference
+    of the two counts over the difference of the queries answered is what one
+    query costs, start-up and shutdown cancelled out.
+    """
+    counts = []
+    for passes in (1, 3):
+        opts = {"responder": responder, "loop": loop, "cpu": None}
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             os.path.abspath(__file__), "--serve", json.dumps(opts)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=harness._env())
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            addr = tuple(json.loads(proc.stdout.readline()))
+            pace = ["-Q", str(args.callgrind_qps)] if args.callgrind_qps else []
+            result = dnsperf(addr, datafile, 0, args, None, ["-n", str(passes), *pace])
+        finally:
+            proc.stdin.close()
+            proc.stdin = None
+            _, err = proc.communicate(timeout=300)
+        match = re.search(r"refs:\s+([\d,]+)", err)
+        if match is None:
+            raise RuntimeError(f"callgrind printed no count:\n{err[-2000:]}")
+        counts.append((int(match.group(1).replace(",", "")), result["completed"], result["lost"]))
+    (small, n_small, lost_small), (large, n_large, lost_large) = counts
+    return {"loop": loop, "responder": responder,
+            "instructions_per_query": (large - small) / max(1.0, n_large - n_small),
+            "queries": n_large - n_small, "lost": lost_small + lost_large}
 
 
 def _count_syscalls(pid: int, datafile: str) -> subprocess.Popen[bytes]:
@@ -281,6 +322,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dnsperf -b: its sockets' buffers in KiB (4096, as the responders')")
     p.add_argument("--queries", type=int, default=10_000, help="lines of the query file")
     p.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    p.add_argument("--callgrind", action="store_true",
+                   help="instead of timing: user-space instructions per query of each "
+                        "responder under callgrind (needs valgrind; ~1 min per responder)")
+    p.add_argument("--callgrind-qps", type=int, default=0,
+                   help="dnsperf -Q under callgrind (default 0: unpaced, the responder saturated "
+                        "with --outstanding queries waiting, as in the timed runs)")
     p.add_argument("--syscalls", action="store_true",
                    help="count each responder's system calls per query with perf stat")
     p.add_argument("--renice", type=int, default=None, metavar="N",
@@ -418,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".dnsperf", delete=False) as f:
         f.write("\n".join(dns_zone.query_file_lines(args.queries)) + "\n")
         datafile = f.name
+    if args.callgrind:
+        try:
+            return _callgrind_main(args, cases, datafile, argv)
+        finally:
+            os.unlink(datafile)
     try:
         for case in cases:
             servers[case] = server = Responder(case[1], case[0], server_cpu)
@@ -466,6 +518,39 @@ def main(argv: list[str] | None = None) -> int:
         with open(path, "w") as out:
             out.write(json.dumps(doc, indent=1) + "\n")
         print(f"written to {os.path.relpath(path)}", file=log)
+    return 0
+
+
+def _callgrind_main(args: argparse.Namespace, cases: list[tuple[str, str]], datafile: str,
+                    argv: list[str] | None) -> int:
+    if shutil.which("valgrind") is None:
+        print("--callgrind needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    rows = []
+    for loop, responder in cases:
+        row = instructions(responder, loop, datafile, args)
+        rows.append(row)
+        print(f"{loop}/{responder}: {row['instructions_per_query']:,.0f} instructions per query "
+              f"({row['queries']:.0f} queries, {row['lost']:.0f} lost)", file=sys.stderr)
+    for loop in args.loops:
+        mine = [r for r in rows if r["loop"] == loop]
+        ours = next((r for r in mine if r["responder"] == "aiodisp"), None)
+        refs = [r for r in mine if r["responder"] != "aiodisp"]
+        if ours and refs:
+            best = min(refs, key=lambda r: r["instructions_per_query"])
+            ours["vs_cheapest"] = ours["instructions_per_query"] / best["instructions_per_query"]
+            print(f"{loop}: aiodisp {ours['vs_cheapest']:.2f}x the instructions of "
+                  f"{best['responder']}", file=sys.stderr)
+    doc = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "tool": "callgrind",
+                    "qps": args.callgrind_qps, "clients": args.clients,
+                    "argv": sys.argv[1:] if argv is None else argv,
+                    **harness.source_version()}, "instructions": rows}
+    path = args.json if args.json is not None else None
+    if path == "-":
+        print(json.dumps(doc, indent=1))
+    elif path:
+        with open(path, "w") as out:
+            out.write(json.dumps(doc, indent=1) + "\n")
     return 0
 
 
