@@ -13,6 +13,7 @@ from aiodisp._core.congestion import INITIAL_WINDOW
 from aiodisp.retry import ADAPTIVE
 from tests.helpers.adapters import FlagAdapter, KeyAdapter
 from tests.helpers.servers import echo_server, silent_udp
+from tests.helpers.two_layer import TwoLayerAdapter
 
 pytestmark = pytest.mark.both_loops
 
@@ -203,4 +204,27 @@ async def test_a_lossy_link_with_every_default_still_delivers_each_notify_once()
         assert a.stats.retransmissions > 0 and a.stats.timeouts == 0
         window = a.window(b.local_addr)
         assert window is not None and window >= 1
+    await task
+
+
+async def test_calls_of_an_adapters_message_layer_leave_the_window_too() -> None:
+    """Raw framing with classify/transaction_key: a request answered after its ACK
+    and a notify ACKed give their place back."""
+    adapter = TwoLayerAdapter()
+    a, b = await aiodisp.open_memory_pair(adapter, framing="raw")
+
+    async def server() -> None:
+        async for (_kind, _tx, key, payload), _size, addr in b:
+            if payload != b"note":
+                await b.notify_unreliable(("R", None, key, payload), addr)
+
+    task = asyncio.create_task(server())
+    async with a, b:
+        await asyncio.gather(
+            *(a.request(("M", i, i, b"q"), b.local_addr, timeout=5) for i in range(40)),
+            *(a.notify(("M", 100 + i, 100 + i, b"note"), b.local_addr, timeout=5)
+              for i in range(40)),
+        )
+        peer = a._core.windows.peers[b.local_addr]
+        assert peer.in_flight == 0 and not a._core.throttled and a.pending == 0
     await task

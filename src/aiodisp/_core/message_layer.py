@@ -318,6 +318,7 @@ class MessageLayer:
             ep.schedule.finished(p)
             self.forget(p)
             counters.replies_matched += 1
+            ep._answered(p, now)  # it leaves its peer's congestion window
             # RTT samples (Karn) from a first attempt, unless an ACK gave one already
             # (a separate response's wait is the peer's, not the path's)
             if p.attempts == 1 and p.txkey is not ACKED:
