@@ -5,8 +5,10 @@ whether they are a response (the QR flag), so aiodisp speaks DNS with a
 four-method adapter and ``framing="raw"``: the DNS message is the whole
 datagram. aiodisp does the rest: many queries in flight on one socket, each
 reply woken by its id *and* its source address (a forged answer from anywhere
-else is dropped), retransmission by a :class:`aiodisp.RetryPolicy`, a timeout
-on every query, garbage datagrams counted and ignored.
+else is dropped) *and* its question (``accept=``: an answer to another question
+is dropped too, and the query keeps waiting), retransmission by a
+:class:`aiodisp.RetryPolicy`, a timeout on every query, garbage datagrams
+counted and ignored.
 
 As a library::
 
@@ -133,13 +135,15 @@ class Resolver:
         while True:
             query = dns.message.make_query(name, rdtype, id=next(self._ids))
             try:
-                response = await dispatcher.request(
-                    query, self.server, timeout=self.timeout, retry=self.retry
+                # accept=: an answer with our id from our server that answers another
+                # question (RFC 5452 §9.1: id, question and class must all match) is
+                # dropped, and the query keeps waiting for the genuine one
+                response: dns.message.Message = await dispatcher.request(
+                    query, self.server, timeout=self.timeout, retry=self.retry,
+                    accept=query.is_response,
                 )
             except aiodisp.DuplicateKeyError:
                 continue  # this id is still pending from a long-running query: draw another
-            if not query.is_response(response):
-                raise DnsError(name, rdtype, response.rcode(), "the answer is to another question")
             return response
 
     async def resolve(self, name: str, rdtype: str = "A") -> list[str]:

@@ -46,6 +46,9 @@ OUTCOMES = (
     "empty",
     "oversize",
     "queue_drops",
+    "ignored",
+    "unaccepted",
+    "rejected",
 )
 DROPS = tuple(name for name in OUTCOMES if name not in ("delivered", "replies_matched",
                                                          "acks_received"))

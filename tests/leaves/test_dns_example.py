@@ -280,3 +280,34 @@ async def test_forged_answer_from_another_address_is_ignored(
     assert stats.replies_matched == 1
     assert stats.wrong_source == 1
     assert stats.decode_errors == 1
+
+
+async def test_answer_to_another_question_is_not_accepted_and_the_query_waits(
+    silent_server: socket.socket,
+) -> None:
+    """The right id from the right server, but for another name: accept= refuses it."""
+    server = silent_server.getsockname()
+    retry = aiodisp.RetryPolicy(initial_timeout=5.0, max_attempts=1)
+    async with dns_resolver.Resolver(server, timeout=10.0, retry=retry) as resolver:
+        pending = asyncio.create_task(resolver.resolve(f"host-5.{ZONE}", "A"))
+        raw, client = await _recvfrom(silent_server)
+        query = dns.message.from_wire(raw)
+
+        def answer(name: str, ip: str) -> bytes:
+            asked = dns.message.make_query(name, "A", id=query.id)
+            response = dns.message.make_response(asked)
+            rrset = response.find_rrset(
+                response.answer, asked.question[0].name, dns.rdataclass.IN,
+                dns.rdatatype.A, create=True,
+            )
+            rrset.add(dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, ip), 60)  # type: ignore[no-untyped-call]
+            return response.to_wire()
+
+        silent_server.sendto(answer("evil.example", "6.6.6.6"), client)
+        while resolver.stats.unaccepted < 1:
+            await asyncio.sleep(0.01)
+        assert not pending.done()
+        silent_server.sendto(answer(f"host-5.{ZONE}", "10.77.0.6"), client)
+        assert await pending == ["10.77.0.6"]
+        stats = resolver.stats
+    assert stats.unaccepted == 1 and stats.replies_matched == 1 and stats.wrong_source == 0

@@ -1,0 +1,1 @@
+"""aiodisp against implementations nobody here wrote: libcoap, aiocoap, net-snmp, dnsmasq."""
