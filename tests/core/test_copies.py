@@ -175,3 +175,15 @@ def test_an_adapter_failure_names_the_method_that_failed(fault: str, method: str
     with pytest.raises(AdapterError, match=rf"the adapter's {method}\(\)") as caught:
         endpoint(adapter=Broken(fault)).start_request((1, b""), PEER, None, 0.0, 1.0, None)
     assert "encode" not in str(caught.value) or method == "msg_to_raw"
+
+
+def test_start_request_keeps_its_accept_where_the_reply_path_reads_it() -> None:
+    """The copy's one extra slot: ``accept`` (new_pending() leaves it None, as the copy
+    does without one)."""
+    def accept(reply: Any) -> bool:
+        return True
+
+    e = endpoint()
+    with_accept = e.start_request((1, b""), PEER, object(), 0.0, 1.0, None, accept)
+    without = e.start_request((2, b""), PEER, object(), 0.0, 1.0, None)
+    assert with_accept.accept is accept and without.accept is None

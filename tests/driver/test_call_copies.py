@@ -199,3 +199,22 @@ async def test_a_timed_out_call_says_what_it_waited_for(kind: str) -> None:
         assert error.elapsed is not None and error.elapsed >= 0.04
         what = "no reply to request 9" if kind == "request" else "no ACK for notify 9"
         assert str(error).startswith(f"{what} from 'peer' after {error.attempts} attempt(s)")
+
+
+async def test_request_hands_its_accept_to_the_core() -> None:
+    """request()'s copy of the call takes one argument the notify call has not: accept=."""
+    carrier = ScriptedCarrier()
+    d: aiodisp.Dispatcher[Any] = aiodisp.Dispatcher(carrier, ADAPTER)
+    call = asyncio.create_task(
+        d.request((7, b"q", False), PEER, timeout=5.0, accept=lambda r: r[1] == b"yes")
+    )
+    await sent(carrier, 1)
+    frame, addr = carrier.sent[-1]
+    _flags, packet_id = unpack_header(frame)
+    assert carrier.sink is not None
+    for body in (b"no", b"yes"):
+        reply = pack_header(0, packet_id ^ 1) + ADAPTER.msg_to_raw((7, body, True))
+        carrier.sink.datagram_received(reply, addr)
+        await asyncio.sleep(0)
+    assert (await call)[1] == b"yes" and d.stats.unaccepted == 1
+    await d.close()
