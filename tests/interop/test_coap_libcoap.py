@@ -112,3 +112,27 @@ async def test_fifty_gets_in_flight_on_one_socket(libcoap_server: Daemon) -> Non
     assert len({r.token for r in responses}) == 50
     assert all(r.code == coap.CONTENT for r in responses)
     assert stats.replies_matched == 50 and c.dispatcher.pending == 0
+
+
+def test_the_client_script_gets_puts_and_pings(libcoap_server: Daemon) -> None:
+    import subprocess
+    import sys
+
+    from tests.interop.peers import ROOT
+
+    base = f"coap://{libcoap_server.addr[0]}:{libcoap_server.addr[1]}"
+    script = str(ROOT / "examples" / "coap.py")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                              timeout=60)
+
+    put = run("put", f"{base}/example_data", "from the script")
+    assert put.returncode == 0 and put.stdout.startswith("2.0"), put.stderr
+    got = run("get", "--non", f"{base}/example_data")
+    assert got.stdout.strip() == "2.05 from the script", got.stderr
+    missing = run("get", f"{base}/nothing/here")
+    assert missing.returncode == 1 and "4.04" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    pong = run("ping", "--timeout", "20", base)
+    assert pong.returncode == 0 and pong.stdout.startswith("pong from"), pong.stderr
