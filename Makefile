@@ -29,6 +29,8 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+	# the congestion benchmark needs root, ip and tc: it says why when it cannot run
+	$(PY) benchmarks/congestion.py --plot docs/congestion.png || test $$? -eq 2
 
 # Coverage-guided fuzzing of the receive path (needs `pip install atheris`; without it
 # the target replays its seeds once). Not part of `make test`.

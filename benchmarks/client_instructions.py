@@ -115,8 +115,13 @@ def main() -> int:
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma list of peer/variant ({','.join(CASES)})")
     parser.add_argument("--side", choices=["client", "server"], default="client")
+    parser.add_argument("--options", default="{}", metavar="JSON",
+                        help="the aiodisp client's Dispatcher options, e.g. "
+                        "'{\"congestion\": false}'")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.run:  # (the measured client reads them from its environment)
+        os.environ["AIODISP_BENCH_OPTIONS"] = json.dumps(json.loads(args.options))
     if args.run:
         opts = json.loads(args.run)
         common.run_on(opts["loop"], _run(opts))

@@ -7,6 +7,8 @@ The client is ``Dispatcher.request``; the server is the same echo server as
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,13 +21,16 @@ from aiodisp.cli.echo import serve_echo
 VARIANTS = ("ack", "raw")
 ECHO_MODE = {"ack": "ack", "raw": "raw"}
 _MASK = (1 << 63) - 1
+#: Dispatcher options of the client, as JSON (``client_instructions.py --options``):
+#: ``{"congestion": false}`` measures the client without its congestion window.
+OPTIONS: dict[str, Any] = json.loads(os.environ.get("AIODISP_BENCH_OPTIONS", "{}"))
 
 
 async def open_client(
     variant: str, target: tuple[str, int], timeout: float
 ) -> tuple[Callable[[int, bytes], Awaitable[Any]], Callable[[], Awaitable[None]]]:
     adapter = IdPrefixAdapter()
-    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), framing=variant)
+    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), framing=variant, **OPTIONS)
     request = client.request
 
     # What an application writes: build the message, await the reply message. A

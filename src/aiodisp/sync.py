@@ -137,6 +137,10 @@ async def _next_or_none(d: Dispatcher[M]) -> Received[M] | None:
         return None
 
 
+async def _window(d: Dispatcher[Any], addr: Address) -> int | None:
+    return d.window(addr)
+
+
 async def _stats(d: Dispatcher[Any]) -> Stats:
     return d.stats
 
@@ -183,6 +187,10 @@ class SyncDispatcher(Generic[M]):
         except DispatcherClosed:
             self._close_done.wait()
             return self._d.stats
+
+    def window(self, addr: Address) -> int | None:
+        """The calls that may be in flight to ``addr`` now (see :meth:`Dispatcher.window`)."""
+        return self._call(_window, self._d, addr)
 
     def _call(
         self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kw: P.kwargs

@@ -157,16 +157,31 @@ def test_a_peer_that_answers_no_probe_is_probed_one_call_at_a_time() -> None:
     assert peer.cwnd == 5.0 and peer.cwnd >= peer.ssthresh  # now additive increase
 
 
-def test_a_probe_answered_shows_the_calls_sent_before_it_as_lost() -> None:
+def test_a_probe_that_wakes_a_silent_peer_shows_the_calls_sent_before_it_as_lost() -> None:
     w = Windows()
     peer = w.peer(A, 0.0)
     fill(w, peer, 10)
-    assert w.on_timer(peer, 0.0, 0.25, RTO) is None  # call 1 is sent again at 0.25
+    assert w.on_timer(peer, 0.0, 0.25, RTO) is None  # call 1 is the probe at 0.25
     assert w.on_timer(peer, 0.0, 0.25, RTO) == 0.35  # call 2 waits
-    # call 1's answer, with nothing else heard since its copy at 0.25: the peer is there
-    w.retransmission_answered(peer, 0.0, 0.25, 0.3)
-    assert w.on_timer(peer, 0.0, 0.35, RTO) is None  # call 2 was lost: sent again
-    assert peer.limit == 5
+    assert w.on_timer(peer, 0.0, 0.35, RTO) is None  # no answer: call 2 probes, window 1
+    assert peer.limit == 1
+    # call 2's answer, with nothing else heard since its copy at 0.35: a probe woke the peer
+    w.retransmission_answered(peer, 0.0, 0.35, 0.4)
+    assert peer.answered == 0.35
+    assert w.on_timer(peer, 0.0, 0.45, RTO) is None  # call 3, sent before it: lost, sent again
+
+
+def test_an_answer_read_late_by_a_busy_caller_shows_no_loss() -> None:
+    """One probe, then the caller reads nothing for a while (its loop was busy), then
+    the probe call's answer: no other call is taken as lost."""
+    w = Windows()
+    peer = w.peer(A, 0.0)
+    fill(w, peer, 10)
+    assert w.on_timer(peer, 0.0, 0.25, RTO) is None
+    w.retransmission_answered(peer, 0.0, 0.25, 0.5)  # first thing read since 0.25
+    assert peer.answered == 0.0
+    assert w.on_timer(peer, 0.01, 0.5, RTO) is None  # a new probe, not a loss
+    assert peer.recovery_start == float("-inf") and peer.limit == 10
 
 
 def test_timeouts_of_calls_sent_once_are_loss_signals_too() -> None:

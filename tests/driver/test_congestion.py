@@ -228,3 +228,15 @@ async def test_calls_of_an_adapters_message_layer_leave_the_window_too() -> None
         peer = a._core.windows.peers[b.local_addr]
         assert peer.in_flight == 0 and not a._core.throttled and a.pending == 0
     await task
+
+
+def test_the_blocking_facade_gets_the_same_defaults() -> None:
+    import aiodisp.sync
+
+    with aiodisp.sync.open_udp(KeyAdapter()) as s:
+        assert s.local_addr[0] in ("::", "0.0.0.0")  # the wildcard
+        d = s.dispatcher
+        assert d._retry is ADAPTIVE and d._core.budget == aiodisp.RetryBudget()
+        assert s.window(("127.0.0.1", 9)) == INITIAL_WINDOW
+        rcv, snd = d.transport.buffer_sizes  # type: ignore[attr-defined]
+        assert rcv >= 2 * min(4 << 20, 212992) and snd >= 2 * min(4 << 20, 212992)

@@ -242,14 +242,17 @@ class Windows:
     def answered_again(self, peer: Peer, sent_at: float, last_sent: float, now: float) -> None:
         """:meth:`retransmission_answered` for a call out of ``in_flight`` already.
 
-        Which copy was answered is unknown. If the peer answered nothing else
-        since the last copy went, the last is taken (the peer was silent and a
-        probe woke it: the calls sent before the probe are then seen as lost);
-        else the first (a busy peer answering its queue in order answers the
-        first copy: taking the last would show every call queued behind it as
-        lost).
+        Which copy was answered is unknown. The last is taken only if the peer
+        had stopped answering (congestion had become persistent: probes went
+        unanswered) and answered nothing else since that copy went: a probe woke
+        it, and the calls sent before the probe are then seen as lost. Else the
+        first: a busy peer answering its queue in order answers the first copy,
+        and a busy caller may read its answers late (nothing "heard" for a
+        while only means nothing was read); taking the last would show every
+        call queued behind it as lost.
         """
-        answered = last_sent if peer.heard < last_sent else sent_at
+        persistent = peer.probes >= PERSISTENT_PROBES and peer.heard < last_sent
+        answered = last_sent if persistent else sent_at
         if answered > peer.answered:
             peer.answered = answered
         peer.heard = now
