@@ -383,3 +383,15 @@ def test_a_failing_transaction_key_on_a_call_is_an_adapter_error() -> None:
 
 def test_kind_has_the_five_answers() -> None:
     assert [k.name for k in Kind] == ["MESSAGE", "REPLY", "ACK", "REJECT", "DROP"]
+
+
+def test_a_reused_transaction_key_with_another_key_is_a_new_message() -> None:
+    """16-bit ids wrap within the dedup window: (sender, id) alone would answer a new
+    request with the old one's cached reply."""
+    e = endpoint(TwoLayerAdapter(piggyback=True))
+    e.receive(wire("M", 7, 1, b"first"), A, 0.0)
+    e.frame_oneway(("R", 7, 1, b"first's reply"), A)
+    e.receive(wire("M", 7, 2, b"second, same id"), A, 5.0)
+    assert [r.msg[2] for r in e.inbox] == [1, 2] and not e.outbox
+    e.receive(wire("M", 7, 1, b"first"), A, 5.1)  # the old one is forgotten: new again
+    assert len(e.inbox) == 3 and e.counters.duplicates == 0

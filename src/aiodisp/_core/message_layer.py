@@ -10,7 +10,8 @@ call starts to a :class:`MessageLayer` (decided once, when the endpoint is
 built: an adapter without them keeps the plain paths and their cost). The
 layer then gives:
 
-* **exactly-once delivery** of ``MESSAGE`` messages per (sender, transaction key),
+* **exactly-once delivery** of ``MESSAGE`` messages per (sender, transaction key)
+  (and key: a message that reuses the id with another key is new),
   in the endpoint's :class:`~.delivery_log.DeliveryLog` with its bounds (the
   same ``dedup_ttl``, ``dedup_capacity`` and ``reply_cache_bytes`` as ACK
   framing's packet ids): a copy is not delivered again, and the reply the
@@ -277,6 +278,12 @@ class MessageLayer:
                     counters.decode_errors += 1
                     ep.report("address", addr, "unhashable sender address")
                     return None
+                if entry is not None and entry[0] > now and not _same(entry[3], key):
+                    # The peer reused the id for another message (CoAP's 16-bit Message
+                    # IDs wrap within the dedup window past ~2,000 messages/s): it is
+                    # new, and the old delivery's cached reply answers no copy of it.
+                    log.forget(id_key)
+                    entry = None
                 if entry is not None and entry[0] > now:
                     counters.duplicates += 1
                     self._answer(answer, addr)
@@ -361,6 +368,14 @@ class MessageLayer:
         if answer is not None:
             self.ep.outbox.append((answer, addr))
             self.ep.counters.acks_sent += 1
+
+
+def _same(kept: Hashable, key: Hashable) -> bool:
+    """Whether a delivery's key and a new message's key are the same (a copy)."""
+    try:
+        return bool(kept == key)
+    except Exception:
+        return True  # a key that cannot compare: take it for the copy it seems
 
 
 def _method(adapter: object, name: str) -> Any:
