@@ -220,9 +220,14 @@ class SyncDispatcher(Generic[M]):
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        accept: Callable[[M], bool] | None = None,
     ) -> M:
-        """Send ``msg`` to ``addr`` and return the reply (see :meth:`Dispatcher.request`)."""
-        return self._call(self._d.request, msg, addr, timeout=timeout, retry=retry)
+        """Send ``msg`` to ``addr`` and return the reply (see :meth:`Dispatcher.request`).
+
+        ``accept`` runs on the dispatcher's event-loop thread, for each reply.
+        """
+        return self._call(self._d.request, msg, addr, timeout=timeout, retry=retry,
+                          accept=accept)
 
     def notify(
         self,

@@ -323,3 +323,21 @@ def test_calling_the_facade_from_a_coroutine_names_the_mistake() -> None:
 
         asyncio.run(misuse())
         assert s.stats.requests == 0  # nothing was sent
+
+
+def test_request_takes_accept_and_keeps_waiting_for_an_accepted_reply() -> None:
+    adapter = IdPrefixAdapter()
+    with aiodisp.sync.open_udp(adapter) as server, aiodisp.sync.open_udp(adapter) as client:
+
+        def answer_twice() -> None:
+            msg, _size, addr = server.recv_from(timeout=5)
+            server.notify_unreliable(msg._replace(payload=b"wrong", reply=True), addr)
+            server.notify_unreliable(msg._replace(payload=b"right", reply=True), addr)
+
+        t = threading.Thread(target=answer_twice)
+        t.start()
+        reply = client.request(IdMessage(3, b"q"), server.local_addr, timeout=5,
+                               accept=lambda r: r.payload == b"right")
+        t.join()
+        assert reply.payload == b"right" and client.stats.unaccepted == 1
+        server.close()
