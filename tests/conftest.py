@@ -37,8 +37,8 @@ def adapter() -> KeyAdapter:
 
 @pytest.fixture
 async def udp_pair(adapter: KeyAdapter) -> AsyncIterator[tuple[Any, Any]]:
-    server = await aiodisp.open_udp(adapter)
-    client = await aiodisp.open_udp(adapter)
+    server = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     task = asyncio.create_task(echo_server(server))
     yield client, server
     await client.close()

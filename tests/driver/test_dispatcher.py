@@ -115,8 +115,8 @@ async def _send_many(d: Any, addr: Any, body: bytes, count: int) -> None:
 
 async def test_reply_with_another_key_ends_in_request_timeout() -> None:
     adapter = KeyAdapter()
-    server = await aiodisp.open_udp(adapter)
-    client = await aiodisp.open_udp(adapter)
+    server = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     async with client, server:
 
         async def wrong_key() -> None:
@@ -142,7 +142,7 @@ async def test_no_reply_ends_in_request_timeout_after_the_retry_policy() -> None
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
-        async with await aiodisp.open_udp(adapter) as client:
+        async with await aiodisp.open_udp(adapter, ("127.0.0.1", 0)) as client:
             policy = aiodisp.RetryPolicy(initial_timeout=0.02, max_attempts=3, jitter=0)
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -170,7 +170,7 @@ async def test_two_pending_requests_may_not_share_a_key(udp_pair: Any) -> None:
 async def test_cancelling_a_request_removes_its_pending_entry() -> None:
     # (congestion=False: all 100 in flight at once, none waiting for the window)
     with silent_udp() as silent:
-        async with await aiodisp.open_udp(KeyAdapter(), congestion=False) as client:
+        async with await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), congestion=False) as client:
             tasks = [
                 asyncio.create_task(client.request((i, b""), silent, timeout=10))
                 for i in range(100)
@@ -195,8 +195,8 @@ async def test_notify_unreliable_returns_at_once(udp_pair: Any) -> None:
 
 async def test_notify_over_udp_waits_for_the_peers_ack() -> None:
     adapter = KeyAdapter()
-    server = await aiodisp.open_udp(adapter)
-    client = await aiodisp.open_udp(adapter)
+    server = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     async with client, server:
         await client.notify((1, b"n"), server.local_addr, timeout=2)
         assert client.stats.acks_received == 1 and server.stats.acks_sent == 1
@@ -207,7 +207,7 @@ async def test_notify_to_a_silent_udp_port_times_out() -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
-        async with await aiodisp.open_udp(KeyAdapter()) as client:
+        async with await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0)) as client:
             with pytest.raises(aiodisp.RequestTimeout) as info:
                 await client.notify((1, b"n"), silent.getsockname(), timeout=0.3)
             assert info.value.attempts >= 2  # the adaptive default retransmitted
@@ -216,15 +216,15 @@ async def test_notify_to_a_silent_udp_port_times_out() -> None:
 
 
 async def test_notify_over_raw_udp_raises_reliability_unavailable() -> None:
-    async with await aiodisp.open_udp(KeyAdapter(), framing="raw") as d:
+    async with await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), framing="raw") as d:
         with pytest.raises(aiodisp.ReliabilityUnavailable):
             await d.notify((1, b""), ("127.0.0.1", 9))
 
 
 async def test_recv_from_returns_message_size_and_sender() -> None:
     adapter = KeyAdapter()
-    a = await aiodisp.open_udp(adapter)
-    b = await aiodisp.open_udp(adapter)
+    a = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    b = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     async with a, b:
         await a.notify_unreliable((3, b"abc"), b.local_addr)
         received = await b.recv_from(timeout=2)
@@ -257,8 +257,8 @@ async def test_iteration_yields_messages_until_closed() -> None:
 
 async def test_is_reply_drops_unknown_replies_and_delivers_peer_requests() -> None:
     adapter = FlagAdapter()
-    a = await aiodisp.open_udp(adapter)
-    b = await aiodisp.open_udp(adapter)
+    a = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    b = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     async with a, b:
         pending = asyncio.create_task(a.request((7, b"ours", False), b.local_addr, timeout=2))
         their_request = await b.recv_from(timeout=1)
@@ -299,7 +299,7 @@ async def test_replies_keep_flowing_while_the_queue_is_full() -> None:
 
 async def test_close_is_idempotent_and_fails_waiting_and_later_calls() -> None:
     adapter = KeyAdapter()
-    d = await aiodisp.open_udp(adapter)
+    d = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     with silent_udp() as silent:
         waiting_request = asyncio.create_task(d.request((1, b""), silent, timeout=10))
         waiting_recv = asyncio.create_task(d.recv_from(timeout=10))
@@ -415,8 +415,9 @@ def test_adapter_without_required_methods_is_refused() -> None:
 
 
 async def test_buffer_size_sets_the_kernel_socket_buffers() -> None:
-    default = await aiodisp.open_udp(KeyAdapter())
-    big = await aiodisp.open_udp(KeyAdapter(), buffer_size=1 << 20)
+    # (open_udp asks for 4 MiB by default; None leaves the kernel's default)
+    default = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), buffer_size=None)
+    big = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), buffer_size=1 << 20)
     async with default, big:
         sock_default = default.transport.socket  # type: ignore[attr-defined]
         sock_big = big.transport.socket  # type: ignore[attr-defined]

@@ -82,8 +82,8 @@ async def finish(*tasks: asyncio.Task[Any]) -> None:
 
 async def test_full_queue_is_not_acked_so_reliable_notifies_retry_until_the_app_reads() -> None:
     adapter = KeyAdapter()
-    receiver = await aiodisp.open_udp(adapter, max_queue=4)
-    sender = await aiodisp.open_udp(adapter)
+    receiver = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), max_queue=4)
+    sender = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     async with receiver, sender:
         notifies = [
             asyncio.create_task(
@@ -114,7 +114,7 @@ async def test_full_queue_is_not_acked_so_reliable_notifies_retry_until_the_app_
 async def test_queue_bound_holds_under_a_burst_of_distinct_messages(
     peer: socket.socket,
 ) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), max_queue=16)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_queue=16)
     async with d:
         for i in range(500):
             peer.sendto(frame(i, b"x", packet_id=i), d.local_addr)
@@ -130,7 +130,7 @@ async def test_queue_bound_holds_under_a_burst_of_distinct_messages(
 
 
 async def test_calls_past_max_pending_wait_and_go_out_as_room_frees(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), max_pending=3)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=3)
     addr = peer.getsockname()
     async with d:
         calls = [
@@ -157,7 +157,7 @@ async def test_calls_past_max_pending_wait_and_go_out_as_room_frees(peer: socket
 
 
 async def test_call_waiting_for_room_times_out_and_leaves_nothing(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), max_pending=1)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=1)
     addr = peer.getsockname()
     async with d:
         first = asyncio.create_task(d.notify((1, b""), addr, timeout=30))
@@ -200,7 +200,7 @@ async def test_time_spent_waiting_for_room_counts_against_the_call_timeout(
     peer: socket.socket,
 ) -> None:
     loop = asyncio.get_running_loop()
-    d = await aiodisp.open_udp(KeyAdapter(), max_pending=1)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=1)
     addr = peer.getsockname()
     async with d:
         first = asyncio.create_task(d.request((1, b""), addr, timeout=30))
@@ -281,7 +281,7 @@ async def test_finished_calls_do_not_accumulate_in_the_timer_heap() -> None:
 
 
 async def test_delivery_log_never_exceeds_dedup_capacity(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), dedup_capacity=32)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), dedup_capacity=32)
     longest = 0
 
     async def app() -> None:
@@ -308,7 +308,7 @@ async def test_delivery_log_never_exceeds_dedup_capacity(peer: socket.socket) ->
 
 
 async def test_delivery_log_forgets_after_dedup_ttl(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), dedup_ttl=0.2)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), dedup_ttl=0.2)
     async with d:
         copy = frame(5, b"x", packet_id=77, flags=FLAG_ACK_REQUESTED)
         peer.sendto(copy, d.local_addr)
@@ -359,7 +359,7 @@ def test_forged_replies_and_acks_create_no_state() -> None:
 
 
 async def test_notify_and_request_share_the_max_pending_bound(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), max_pending=2)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=2)
     addr = peer.getsockname()
     async with d:
         n1 = asyncio.create_task(d.notify((1, b""), addr, timeout=30))
@@ -380,7 +380,7 @@ async def test_notify_and_request_share_the_max_pending_bound(peer: socket.socke
 
 
 async def test_cached_replies_stay_within_reply_cache_bytes(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), reply_cache_bytes=64 * 1024)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), reply_cache_bytes=64 * 1024)
     answer = bytes(1000)
 
     async def serve() -> None:

@@ -61,8 +61,8 @@ async def test_flood_from_another_process_is_absorbed_while_requests_complete() 
 
 async def _flood_scenario() -> None:
     adapter = IdPrefixAdapter()
-    victim = await aiodisp.open_udp(adapter, max_datagram_size=MAX_DATAGRAM)
-    server = await aiodisp.open_udp(adapter)
+    victim = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), max_datagram_size=MAX_DATAGRAM)
+    server = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
 
     async def serve() -> None:
         async for msg, _, addr in server:

@@ -361,8 +361,8 @@ async def _attack_then_request(traffic: list[bytes]) -> None:
     loop_errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: loop_errors.append(context))
     adapter = FaultyAdapter()
-    victim = await aiodisp.open_udp(adapter, max_datagram_size=256, max_queue=8)
-    server = await aiodisp.open_udp(IdPrefixAdapter())
+    victim = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), max_datagram_size=256, max_queue=8)
+    server = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0))
     attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     attacker.bind(("127.0.0.1", 0))
 

@@ -110,8 +110,8 @@ def attacker() -> Iterator[socket.socket]:
 @pytest.fixture
 async def victim_and_server() -> AsyncIterator[tuple[Any, Any]]:
     """A victim dispatcher (max datagram MAX) and an echo server it can query."""
-    victim = await aiodisp.open_udp(ADAPTER, max_datagram_size=MAX)
-    server = await aiodisp.open_udp(IdPrefixAdapter())
+    victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0), max_datagram_size=MAX)
+    server = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0))
 
     async def serve() -> None:
         async for msg, _, addr in server:
@@ -165,7 +165,7 @@ async def test_every_bad_kind_in_one_burst_then_a_request_succeeds(
 async def test_adapter_failures_are_counted_with_raw_framing_too(
     payload: bytes, attacker: socket.socket
 ) -> None:
-    victim = await aiodisp.open_udp(ADAPTER, framing="raw")
+    victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0), framing="raw")
     async with victim:
         await send_paced(attacker, [body(payload), b"", b"\x00"], victim.local_addr,
                          lambda: victim.stats.received)

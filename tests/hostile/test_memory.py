@@ -54,7 +54,7 @@ def traced_now() -> int:
 async def test_memory_is_flat_once_the_duplicate_log_is_full(
     traced: None, attacker: socket.socket
 ) -> None:
-    victim = await aiodisp.open_udp(ADAPTER, dedup_capacity=5000)
+    victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0), dedup_capacity=5000)
 
     async def app() -> None:
         async for _ in victim:
@@ -89,7 +89,7 @@ async def test_memory_is_flat_once_the_duplicate_log_is_full(
 async def test_replies_cached_for_a_flood_of_requests_stay_within_a_bounded_size(
     traced: None, attacker: socket.socket
 ) -> None:
-    victim = await aiodisp.open_udp(ADAPTER)
+    victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0))
     reply_payload = bytes(4096)
 
     async def serve() -> None:
@@ -115,7 +115,7 @@ async def test_replies_cached_for_a_flood_of_requests_stay_within_a_bounded_size
 
 
 async def test_garbage_costs_no_memory_at_all(traced: None, attacker: socket.socket) -> None:
-    victim = await aiodisp.open_udp(ADAPTER)
+    victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0))
     received = lambda: victim.stats.received  # noqa: E731
     junk: list[Any] = [b"\x01", b"", pack_header(2, 5), pack_header(0, 1) + b"\x00",
                        pack_header(0x80, 1) + bytes(20)]

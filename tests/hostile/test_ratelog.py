@@ -71,7 +71,7 @@ async def test_ten_thousand_garbage_datagrams_log_a_handful_of_lines(
     caplog: pytest.LogCaptureFixture, attacker: socket.socket
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiodisp")
-    d = await aiodisp.open_udp(IdPrefixAdapter())
+    d = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0))
     async with d:
         await send_paced(attacker, garbage(10_000), d.local_addr, lambda: d.stats.received,
                          chunk=100)
@@ -87,7 +87,7 @@ async def test_held_back_lines_are_summed_up_in_the_next_line(
     caplog: pytest.LogCaptureFixture, attacker: socket.socket, clock: FakeClock
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiodisp")
-    d = await aiodisp.open_udp(IdPrefixAdapter())
+    d = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0))
     async with d:
         await send_paced(attacker, garbage(10_000), d.local_addr, lambda: d.stats.received,
                          chunk=100)
@@ -113,7 +113,7 @@ async def test_spoofed_replies_are_rate_limited_too(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiodisp")
     adapter = IdPrefixAdapter()
-    d = await aiodisp.open_udp(adapter)
+    d = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
@@ -147,7 +147,7 @@ async def test_a_custom_logger_receives_the_lines(attacker: socket.socket) -> No
     handler = Collect()
     logger.addHandler(handler)
     try:
-        d = await aiodisp.open_udp(IdPrefixAdapter(), logger=logger)
+        d = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0), logger=logger)
         async with d:
             await send_paced(attacker, [b"\x01"] * 1000, d.local_addr, lambda: d.stats.received)
         assert 1 <= len(handler.lines) <= 10

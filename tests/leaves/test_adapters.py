@@ -153,8 +153,8 @@ def test_missing_msgpack_gives_a_clear_error(tmp_path: Any) -> None:
 @pytest.mark.parametrize("codec", CODECS)
 async def test_dispatch_over_udp_with_garbage_counted(codec: Any) -> None:
     adapter: JsonAdapter | MsgpackAdapter = codec()
-    server = await aiodisp.open_udp(adapter)
-    client = await aiodisp.open_udp(adapter)
+    server = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    client = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
 
     async def handler(msg: dict[str, Any], addr: Any) -> dict[str, Any]:
         return adapter.make_reply(msg, echo=msg["body"])
