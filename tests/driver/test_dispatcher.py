@@ -170,7 +170,9 @@ async def test_two_pending_requests_may_not_share_a_key(udp_pair: Any) -> None:
 async def test_cancelling_a_request_removes_its_pending_entry() -> None:
     # (congestion=False: all 100 in flight at once, none waiting for the window)
     with silent_udp() as silent:
-        async with await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), congestion=False) as client:
+        async with await aiodisp.open_udp(
+            KeyAdapter(), ("127.0.0.1", 0), congestion=False
+        ) as client:
             tasks = [
                 asyncio.create_task(client.request((i, b""), silent, timeout=10))
                 for i in range(100)

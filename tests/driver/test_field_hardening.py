@@ -90,7 +90,7 @@ async def test_close_interrupts_a_name_resolution() -> None:
     assert loop.time() - start < 1.0
 
 
-async def test_a_plain_handler_that_sometimes_returns_an_awaitable_keeps_its_plain_replies() -> None:
+async def test_a_plain_handler_sometimes_returning_an_awaitable_keeps_its_plain_replies() -> None:
     async def later(msg: IdMessage) -> IdMessage:
         await asyncio.sleep(0)
         return ADAPTER.make_reply(msg, b"later")
@@ -102,8 +102,9 @@ async def test_a_plain_handler_that_sometimes_returns_an_awaitable_keeps_its_pla
             await aiodisp.open_udp(ADAPTER, LOOPBACK) as client:
         srv = aiodisp.Server(server, handler)
         running = asyncio.create_task(srv.run())
-        assert (await client.request(IdMessage(0), server.local_addr, timeout=2)).payload == b"now"
-        assert (await client.request(IdMessage(1), server.local_addr, timeout=2)).payload == b"later"
+        to = server.local_addr
+        assert (await client.request(IdMessage(0), to, timeout=2)).payload == b"now"
+        assert (await client.request(IdMessage(1), to, timeout=2)).payload == b"later"
         for i in range(2, 6):  # plain replies after the first awaitable still go out
             reply = await client.request(IdMessage(i), server.local_addr, timeout=2)
             assert reply.payload == b"now"
@@ -198,7 +199,8 @@ async def test_a_unix_peer_that_stops_reading_holds_up_no_other(tmp_path: Path) 
     """Its replies queue (bounded) or are dropped; every healthy peer is answered."""
     async with await aiodisp.open_unix(ADAPTER, tmp_path / "server.sock",
                                        max_queued_per_peer=64) as server:
-        serving = asyncio.create_task(server.serve(lambda m, _a: ADAPTER.make_reply(m, b"x" * 2000)))
+        serving = asyncio.create_task(
+            server.serve(lambda m, _a: ADAPTER.make_reply(m, b"x" * 2000)))
         silent_path = str(tmp_path / "silent.sock")
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as silent:
             silent.bind(silent_path)  # it sends, and never reads a reply
