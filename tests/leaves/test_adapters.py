@@ -224,8 +224,10 @@ def test_id_prefix_rejects_what_it_cannot_code() -> None:
     ("msg", "error", "says"),
     [
         ("hello", TypeError, "encodes an IdMessage(id, payload, reply), not a str"),
-        (IdMessage("7", b""), TypeError, "not one with id=str, payload=bytes, reply=bool"),
-        (IdMessage(7, "text"), TypeError, "not one with id=int, payload=str"),
+        (IdMessage("7", b""), TypeError,  # type: ignore[arg-type]  # wrong on purpose
+         "not one with id=str, payload=bytes, reply=bool"),
+        (IdMessage(7, "text"), TypeError,  # type: ignore[arg-type]  # wrong on purpose
+         "not one with id=int, payload=str"),
         (IdMessage(-1, b""), ValueError, "must fit in 63 bits (0..2**63-1), not -1"),
     ],
 )
