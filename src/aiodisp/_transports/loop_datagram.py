@@ -99,7 +99,7 @@ class LoopDatagramTransport:
         self._family = sock.family
         self._sink: DatagramSink | None = None
         self._paused = False
-        self._send, protocol.on_error = _sender(self)
+        self._send, self._best_effort, protocol.on_error = _sender(self)
         self._writers: set[asyncio.Future[None]] = set()
         self._closed = False
         #: best-effort datagrams dropped because the loop had paused writing
@@ -167,17 +167,16 @@ class LoopDatagramTransport:
         """
         return self._send
 
-    def send_best_effort(self, data: bytes, addr: Address) -> bool:
+    @property
+    def send_best_effort(self) -> Callable[[bytes, Address], bool]:
         """Send a datagram its sender can lose (an ACK, a cached or inline reply).
 
         While the loop has paused writing it is dropped instead (False), so an
-        unanswered burst cannot grow the loop's write buffer without bound.
+        unanswered burst cannot grow the loop's write buffer without bound;
+        otherwise it is sent as :meth:`send` sends (True). A property returning
+        the sending function itself: one Python frame per datagram, not two.
         """
-        if self._paused:
-            self.dropped += 1
-            return False
-        self._send(data, addr)
-        return True
+        return self._best_effort
 
     def _error(self, exc: Exception) -> None:
         if self._sink is not None:
@@ -217,8 +216,11 @@ class LoopDatagramTransport:
 
 def _sender(
     owner: LoopDatagramTransport,
-) -> tuple[Callable[[bytes, Address], bool], Callable[[Exception], None]]:
-    """The owner's send and its protocol's error_received, sharing the send in progress.
+) -> tuple[
+    Callable[[bytes, Address], bool], Callable[[bytes, Address], bool], Callable[[Exception], None]
+]:
+    """The owner's send, send_best_effort and its protocol's error_received, sharing
+    the send in progress.
 
     The loop transport calls ``error_received`` from inside ``sendto`` for a
     datagram the kernel refused (and later, from its event callbacks, for
@@ -245,22 +247,47 @@ def _sender(
             raise _send_error(addr, exc) from exc
         sending = False
         if failure is not None:
-            refused, failure = failure, None
-            if not isinstance(refused, OSError) or not queued_errors_read():
-                raise _send_error(addr, refused) from refused
-            # refused for an ICMP error queued before, for another datagram: once more
-            sending = True
-            try:
-                sendto(data, addr)
-            except Exception as exc:
-                sending = False
-                failure = None
-                raise _send_error(addr, exc) from exc
-            sending = False
-            if failure is not None:
-                refused, failure = failure, None
-                raise _send_error(addr, refused) from refused
+            refused_once(data, addr)
         return owner._paused
+
+    def send_best_effort(data: bytes, addr: Address) -> bool:
+        nonlocal sending, failure
+        if owner._paused:
+            owner.dropped += 1
+            return False
+        if owner._closed:
+            raise transport_error("the transport is closed", errno.EBADF)
+        sending = True
+        try:
+            sendto(data, addr)
+        except Exception as exc:  # as in send()
+            sending = False
+            failure = None
+            raise _send_error(addr, exc) from exc
+        sending = False
+        if failure is not None:
+            refused_once(data, addr)
+        return True
+
+    def refused_once(data: bytes, addr: Address) -> None:
+        """The kernel refused ``data``: raise why, unless only for an earlier datagram's
+        queued ICMP error, in which case it is sent once more."""
+        nonlocal sending, failure
+        assert failure is not None
+        refused, failure = failure, None
+        if not isinstance(refused, OSError) or not queued_errors_read():
+            raise _send_error(addr, refused) from refused
+        sending = True
+        try:
+            sendto(data, addr)
+        except Exception as exc:
+            sending = False
+            failure = None
+            raise _send_error(addr, exc) from exc
+        sending = False
+        if failure is not None:
+            refused, failure = failure, None
+            raise _send_error(addr, refused) from refused
 
     def queued_errors_read() -> bool:
         """Read the socket's error queue now; report each error; True if there was one."""
@@ -276,7 +303,7 @@ def _sender(
         elif not isinstance(exc, OSError) or owner._closed or not queued_errors_read():
             owner._error(exc)
 
-    return send, error_received
+    return send, send_best_effort, error_received
 
 
 def _send_error(addr: Address, exc: BaseException) -> TransportError:
