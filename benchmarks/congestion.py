@@ -14,7 +14,8 @@ every message it gets. The run is made with ``congestion=True`` (the default)
 and again with ``congestion=False``, every other option at its default
 (adaptive retransmission, the retry budget).
 
-Reported for each run, over the measured interval (after ``--warmup``):
+Reported for each run, over the measured interval (from ``--warmup`` to the
+end of ``--duration``, when the senders stop making new calls):
 
 * goodput: the UDP payload of *distinct* notifies delivered, as a share of the
   link rate (the rest is framing below UDP and what was sent twice);
@@ -246,6 +247,7 @@ async def _senders(server: tuple[str, int], *, senders: int, in_flight: int, pay
     sampling.cancel()
     out = {
         "senders": [f"{d.local_addr[0]}:{d.local_addr[1]}" for d in ds],
+        "duration": duration,
         "start": start,
         "end": loop.time(),
         "completed": completed,
@@ -300,8 +302,10 @@ def jain(xs: list[float]) -> float:
 def summarize(sent: dict[str, Any], received: dict[str, Any], *, congestion: bool, payload: int,
               warmup: float, qdisc: dict[str, int]) -> dict[str, Any]:
     rate = RATE_MBIT * 1e6
+    # the interval measured: from the warm-up's end to the last new notify (what the
+    # calls still in flight then did is in the series, not in the goodput)
     t0 = sent["start"] + warmup
-    t1 = sent["start"] + (sent["samples"][-1]["t"] - sent["start"] if sent["samples"] else 0)
+    t1 = sent["start"] + sent["duration"]
     first_bin, last_bin = int(t0 / BIN), int(t1 / BIN)
     per_sender: list[float] = []
     for name in sent["senders"]:

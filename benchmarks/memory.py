@@ -85,8 +85,9 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
     silent = _silent_socket()
     dest = silent.getsockname()
     body = os.urandom(common.PAYLOAD)
-    client = await aiodisp.open_udp(
-        IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing, max_pending=n + 1
+    client = await aiodisp.open_udp(  # (no window: every request pending at once)
+        IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing, max_pending=n + 1,
+        congestion=False,
     )
     out: dict[str, Any] = {"n": n, "framing": framing}
     try:
@@ -151,8 +152,9 @@ async def pending_with_replies(n: int, framing: str, hold: float) -> dict[str, A
                         hold=hold, expect=n) as server:
         dest = tuple(server.addr["held_" + framing])
         body = os.urandom(common.PAYLOAD)
-        client = await aiodisp.open_udp(
-            IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing, max_pending=n + 1
+        client = await aiodisp.open_udp(  # (no window: every request pending at once)
+            IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing, max_pending=n + 1,
+            congestion=False,
         )
         big_buffers(client.transport.socket)  # type: ignore[attr-defined]
         t0 = time.perf_counter()
@@ -188,7 +190,9 @@ async def flat(total: int, framing: str, in_flight: int, samples: int,
         silent = _silent_socket()
         nowhere = silent.getsockname()
         body = os.urandom(common.PAYLOAD)
-        client = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing)
+        # (no window, no budget: the same load whatever the silent peer does)
+        client = await aiodisp.open_udp(IdPrefixAdapter(), ("127.0.0.1", 0), framing=framing,
+                                        congestion=False, retry_budget=None)
         big_buffers(client.transport.socket)  # type: ignore[attr-defined]
         counts = {"reply": 0, "timeout": 0, "cancelled": 0, "other": 0}
         series: list[dict[str, float]] = []

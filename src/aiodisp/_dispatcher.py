@@ -26,6 +26,7 @@ from ._ratelog import RateLimitedLog
 from ._transports.base import Address, DatagramTransport
 from .errors import (
     DispatcherClosed,
+    DuplicateKeyError,
     PeerUnreachable,
     ReliabilityUnavailable,
     RequestTimeout,
@@ -279,7 +280,7 @@ class Dispatcher(Generic[M]):
             now, timeout = await self._wait_for_room(now, timeout, msg, dest)
         throttled = core.throttled
         if throttled and dest in throttled:
-            now, timeout = await self._wait_for_window(now, timeout, msg, dest)
+            now, timeout = await self._wait_for_window(now, timeout, msg, dest, True)
         fut = loop.create_future()
         try:
             p = core.start_request(
@@ -819,9 +820,21 @@ class Dispatcher(Generic[M]):
                 self._arm(when)
 
     async def _wait_for_window(
-        self, now: float, timeout: float, msg: M, dest: Address
+        self, now: float, timeout: float, msg: M, dest: Address, request: bool = False
     ) -> tuple[float, float]:
-        """Wait for room in ``dest``'s congestion window; return (now, time left)."""
+        """Wait for room in ``dest``'s congestion window; return (now, time left).
+
+        A request whose key is pending already fails at once (DuplicateKeyError),
+        not after its wait (the core checks again when it starts).
+        """
+        if request:
+            try:
+                key = self._core.key_of(msg)
+                pending = key in self._core.waiting
+            except Exception:  # (the start raises the adapter's error)
+                pending = False
+            if pending:
+                raise DuplicateKeyError(key)
         deadline = now + timeout
         try:
             await self._windows.wait(dest, deadline)

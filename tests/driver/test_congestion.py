@@ -240,3 +240,17 @@ def test_the_blocking_facade_gets_the_same_defaults() -> None:
         assert s.window(("127.0.0.1", 9)) == INITIAL_WINDOW
         rcv, snd = d.transport.buffer_sizes  # type: ignore[attr-defined]
         assert rcv >= 2 * min(4 << 20, 212992) and snd >= 2 * min(4 << 20, 212992)
+
+
+async def test_a_request_whose_key_is_pending_fails_at_once_even_past_the_window() -> None:
+    with silent_udp() as silent:
+        async with await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0)) as d:
+            calls = [asyncio.create_task(d.request((i, b""), silent, timeout=5))
+                     for i in range(INITIAL_WINDOW)]
+            await asyncio.sleep(0.01)
+            assert silent in d._core.throttled
+            with pytest.raises(aiodisp.DuplicateKeyError):  # not after a 5 s wait
+                await asyncio.wait_for(d.request((3, b""), silent, timeout=5), 1.0)
+            for t in calls:
+                t.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)

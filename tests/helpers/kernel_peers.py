@@ -150,7 +150,10 @@ async def _server_main(args: argparse.Namespace) -> None:
 
 
 async def _client_main(args: argparse.Namespace) -> None:
-    d = await aiodisp.open_udp(IdPrefixAdapter(), local_addr=(args.bind, 0))
+    options: dict[str, Any] = {}
+    if args.no_window:  # exactly-once through heavy random loss, not the rate
+        options.update(congestion=False, retry_budget=None)
+    d = await aiodisp.open_udp(IdPrefixAdapter(), local_addr=(args.bind, 0), **options)
     async with d:
         res = await run_calls(
             d, _hostport(args.server), mode=args.mode, count=args.count,
@@ -181,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     client.add_argument("--initial-timeout", type=float, default=0.0, help="0: adaptive")
     client.add_argument("--max-attempts", type=int, default=0, help="0: unlimited")
     client.add_argument("--max-interval", type=float, default=0.5)
+    client.add_argument("--no-window", action="store_true",
+                        help="congestion=False, retry_budget=None: at 20 %% loss each way "
+                        "the window and the budget (rightly) hold the calls back")
     args = parser.parse_args(argv)
     asyncio.run(_server_main(args) if args.role == "server" else _client_main(args))
 

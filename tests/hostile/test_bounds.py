@@ -83,7 +83,8 @@ async def finish(*tasks: asyncio.Task[Any]) -> None:
 async def test_full_queue_is_not_acked_so_reliable_notifies_retry_until_the_app_reads() -> None:
     adapter = KeyAdapter()
     receiver = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), max_queue=4)
-    sender = await aiodisp.open_udp(adapter, ("127.0.0.1", 0))
+    # (no window: about the receiver's queue; a window would probe it one call at a time)
+    sender = await aiodisp.open_udp(adapter, ("127.0.0.1", 0), congestion=False)
     async with receiver, sender:
         notifies = [
             asyncio.create_task(

@@ -99,7 +99,8 @@ async def test_many_concurrent_requests_with_random_ids_never_collide() -> None:
     # 16-bit ids, 300 in flight at once: without the window a birthday collision
     # (and a DuplicateKeyError) has even odds; with it, none can happen.
     adapter = IdPrefixAdapter()
-    client, server = await aiodisp.open_memory_pair(adapter)
+    # (no congestion window: all 300 pending at once, none waiting for it)
+    client, server = await aiodisp.open_memory_pair(adapter, congestion=False)
     received: list[aiodisp.Received[IdMessage]] = []
     all_in = asyncio.Event()
 

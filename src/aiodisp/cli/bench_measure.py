@@ -139,18 +139,26 @@ class Load:
 async def open_client(
     args: argparse.Namespace, fmt: Format[Any], target: Where
 ) -> tuple[Dispatcher[Any], FaultyTransport | None]:
-    """The bench's client dispatcher; with ``--loss``, on a lossy path (returned too)."""
+    """The bench's client dispatcher; with ``--loss``, on a lossy path (returned too).
+
+    A load generator offers the load it is told to: ``--in-flight`` calls at
+    once, each retried by its policy alone, so the client has no congestion
+    window and no retry budget (they would measure the client's restraint, not
+    the server).
+    """
     bind = target.client_bind()
     buffer_size = args.sockbuf or None
+    fixed_load: dict[str, Any] = {"congestion": False, "retry_budget": None}
     if not args.loss:
         client = await aiodisp.open_udp(fmt.adapter, bind, framing=args.framing,
-                                        buffer_size=buffer_size)
+                                        buffer_size=buffer_size, **fixed_load)
         return client, None
     lossy = FaultyTransport.over_udp(
         bind, Link(loss=args.loss, seed=args.seed), buffer_size=buffer_size
     )
     try:
-        return aiodisp.Dispatcher(lossy, fmt.adapter, framing=args.framing), lossy
+        return aiodisp.Dispatcher(lossy, fmt.adapter, framing=args.framing,
+                                  **fixed_load), lossy
     except BaseException:
         lossy.close()
         raise
