@@ -19,8 +19,8 @@ IO_MODULES = {
     "multiprocessing", "concurrent", "signal", "time", "uvloop", "os", "logging",
 }
 #: The only parts of the package the core may lean on: values and errors, no drivers.
-CORE_MAY_IMPORT = {"aiodisp._core", "aiodisp._adapter", "aiodisp.errors", "aiodisp.retry",
-                   "aiodisp.stats"}
+CORE_MAY_IMPORT = {"aiodisp._core", "aiodisp._adapter", "aiodisp._kind", "aiodisp.errors",
+                   "aiodisp.retry", "aiodisp.stats"}
 
 
 def module_name(path: Path) -> str:
