@@ -283,7 +283,9 @@ class Endpoint(Generic[M]):
             raise MessageTooLarge(len(frame), self.max_datagram_size)
         # new_pending(), inlined: a Python call frame is a tenth of this method's cost
         p: Pending = _alloc(Pending)
-        # Windows.started(), inlined (tests/core/test_congestion_copies.py pins it)
+        # Windows.started(), inlined (tests/core/test_congestion_copies.py pins it):
+        # with answered_call() below, 2,230 instructions per request as method calls,
+        # 1,380 inlined (callgrind, 200,000 start-and-answer cycles of one peer)
         peer = self._peer_of(addr)
         if peer is None:
             peer = self.windows.peer(addr, now)
@@ -727,7 +729,8 @@ class Endpoint(Generic[M]):
                 del lane[p]
             counters.replies_matched += 1
             # The call leaves its window: Windows.answered_call(), inlined
-            # (tests/core/test_congestion_copies.py pins the copy). RTT samples
+            # (tests/core/test_congestion_copies.py pins the copy; the cost of both
+            # copies is measured at start_request). RTT samples
             # (Karn: first attempts only) from every call while at most eight
             # are in flight to the peer, else from one in eight: several a round
             # trip still, where RFC 6298 asks for one. (Sampling every reply of a
