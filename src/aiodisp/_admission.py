@@ -104,10 +104,6 @@ class Room:
         self._waiters = Waiters(loop)
         self.waiting = self._waiters.queue
 
-    @property
-    def full(self) -> bool:
-        return self._in_flight() >= self.limit
-
     async def wait(self, deadline: float, closed: Callable[[], bool]) -> None:
         """Return once a call may start (``TimeoutError`` at ``deadline``).
 

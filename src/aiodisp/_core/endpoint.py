@@ -565,7 +565,7 @@ class Endpoint(Generic[M]):
     @property
     def pending_count(self) -> int:
         """Requests and notifies in flight (:meth:`in_flight` as a property)."""
-        return len(self.waiting) + len(self.acking)
+        return self.in_flight()
 
     def key_of(self, msg: M) -> Hashable:
         """The key of ``msg`` (the adapter's ``msg_key``; its errors propagate)."""
