@@ -33,6 +33,7 @@ except ImportError:  # the target still runs without it, uninstrumented
 
 _instrument = atheris.instrument_imports() if atheris is not None else contextlib.nullcontext()
 with _instrument:
+    from aiodisp._core.bundling import FLAG_BUNDLE, pack_bundle
     from aiodisp._core.endpoint import Endpoint
     from aiodisp._core.framing import (
         FLAG_ACK,
@@ -172,9 +173,11 @@ def run(data: bytes) -> None:
             addr = ADDRESSES[arg % len(ADDRESSES)]
             _check_framing(datagram)
             done = e.receive(datagram, addr, now)
-            if done is not None:
-                assert done.addr == addr or not e.check_source, "a call completed by a stranger"
-                finished(done)
+            # (a bundle's datagrams leave the calls they complete in e.completed)
+            for p in [done] if done is not None else e.completed:
+                assert p.addr == addr or not e.check_source, "a call completed by a stranger"
+                finished(p)
+            e.completed.clear()
         elif which == 4:
             key = arg % 8
             try:
@@ -236,6 +239,13 @@ def seeds() -> Iterator[tuple[str, bytes]]:
     yield "adapter-raises", bytes([3, 0, len(junk)]) + junk
     full = b"".join(bytes([0, 17]) + pack_header(0, i) + key + b"y" for i in range(8))
     yield "queue-full", bytes([1]) + full
+    # a bundle (coalesce=True): the reply to request 3, a message asking for an ACK,
+    # and an ACK for nothing, in one datagram from ADDRESSES[1]
+    bundle = pack_bundle([header + reply_key, pack_header(1, 11) + key + b"z",
+                          pack_header(FLAG_ACK, 12)])
+    yield "bundle", bytes([3, 4 | 3 << 3, 1 << 3, len(bundle)]) + bundle
+    bad = bytes([FLAG_BUNDLE]) + bytes([0, 9]) + header + b"!" + bytes([0, 40]) + header
+    yield "truncated-bundle", bytes([3, 1 << 3, len(bad)]) + bad
 
 
 def _inputs(paths: list[str]) -> Iterator[tuple[str, bytes]]:

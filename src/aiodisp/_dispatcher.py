@@ -19,6 +19,7 @@ from typing import Any, Generic, Self, TypeVar
 from ._adapter import MessageAdapter
 from ._admission import PeerWindows, Room, Waiters
 from ._core.budget import RetryBudget
+from ._core.bundling import BUNDLE_LIMIT, Bundler
 from ._core.endpoint import Endpoint, Pending, Received
 from ._core.framing import Framing
 from ._core.pending import REQUEST
@@ -85,6 +86,13 @@ class Dispatcher(Generic[M]):
     ``retry_budget``: retransmissions to a peer at most ``ratio`` times its first
     sends plus ``min_per_second`` over the last 10 s (default
     ``RetryBudget(ratio=0.2, min_per_second=10.0)``; None: no budget).
+    ``coalesce``: the messages and ACKs sent to one peer within one event-loop
+    iteration travel together, in datagrams of at most 1200 bytes, sent as the
+    iteration ends (default: True over ACK framing; raw framing cannot). Each
+    keeps its own packet id, ACK, retransmission and de-duplication; a lone
+    message travels as itself. A send that fails then is counted and logged (a
+    call's first send fails its call), not raised where the message was sent.
+    See docs/framing.md.
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class Dispatcher(Generic[M]):
         seed: int | None = None,
         congestion: bool = True,
         retry_budget: RetryBudget | None = DEFAULT_RETRY_BUDGET,
+        coalesce: bool | None = None,
     ) -> None:
         if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise TypeError(f"retry_budget must be a RetryBudget or None, not {retry_budget!r}")
@@ -151,6 +160,12 @@ class Dispatcher(Generic[M]):
         # tested for emptiness once per datagram (a deque's truth costs no frame)
         self._room_waiting = self._room.waiting
         self._reading = self._readers.queue
+        # readers woken since the transport's read batch last yielded to them
+        self._readers_woken = False
+        self._yield_at = max(1, max_queue // 2)
+        self._yield_reading: Callable[[], None] | None = getattr(
+            transport, "yield_reading", None
+        )
         self._addrs: dict[Any, Address] = {}
         self._resolving: dict[Any, asyncio.Task[Address]] = {}
         # Takes every incoming message as it arrives instead of the queue's readers
@@ -169,6 +184,21 @@ class Dispatcher(Generic[M]):
         self._best_effort: Callable[[bytes, Address], bool] | None = getattr(
             transport, "send_best_effort", None
         )
+        # coalesce=True: every datagram goes through the bundler (see _coalescer())
+        if coalesce is None:
+            coalesce = core.ack
+        elif coalesce and not core.ack:
+            raise ValueError(
+                "coalesce=True needs ACK framing: with raw framing each message is its "
+                "own datagram"
+            )
+        self._bundler: Bundler | None = None
+        # destinations whose send queue the last bundle sent found past high water
+        self._blocked: set[Address] = set()
+        self._send_now = self._send
+        if coalesce:
+            self._bundler = Bundler(min(BUNDLE_LIMIT, transport.max_datagram_size))
+            self._send, self._flush_bundles = self._coalescer(self._bundler)
         self._reply_nowait = self._reply_sender()
         if core.layer is not None:
             # the adapter's message layer may fail calls from the receive path (REJECT)
@@ -402,7 +432,9 @@ class Dispatcher(Generic[M]):
         best_effort = self._best_effort
         send = self._send if best_effort is None else best_effort
         # what ``send`` answers for a full queue: "blocked" (True), or "dropped" (False)
-        full = best_effort is None
+        full: bool | None = best_effort is None
+        if self._bundler is not None:
+            send, full = self._send, None  # (bundled: held, never refused, never raises)
 
         def reply_nowait(msg: M, addr: Address) -> None:
             if self._closed:
@@ -624,6 +656,8 @@ class Dispatcher(Generic[M]):
             self._timer.cancel()
             self._timer = None
         self._armed_at = _INF
+        if self._bundler is not None:
+            self._flush_bundles()  # what was sent before close() leaves before it closes
         self._transport.close()
         self._log.flush()
         self._stop_consuming(self._consumer)
@@ -670,6 +704,8 @@ class Dispatcher(Generic[M]):
             return  # a completed call queues nothing for the application
         if core.outbox:
             self._flush()
+        if core.completed:
+            self._wake_completed()
         inbox = core.inbox
         if inbox:
             consumer = self._consumer
@@ -677,8 +713,35 @@ class Dispatcher(Generic[M]):
                 consumer(inbox.popleft())
                 if inbox:  # only if the consumer changed meanwhile, or let some wait
                     self._consume()
-            elif self._reading:
-                self._readers.wake(len(inbox))
+            else:
+                if self._reading:
+                    self._readers.wake(len(inbox))
+                    self._readers_woken = True
+                if len(inbox) >= self._yield_at and self._readers_woken:
+                    self._let_readers_run()
+
+    def _let_readers_run(self) -> None:
+        """The queue is half full and readers are about to run: end the transport's
+        read batch so they do before more is read (a batch of bundles can carry
+        more messages than the queue holds). What waits stays in the kernel."""
+        self._readers_woken = False
+        if self._yield_reading is not None:
+            self._yield_reading()
+
+    def _wake_completed(self) -> None:
+        """Wake the calls a bundle's datagrams completed (see Endpoint.completed)."""
+        completed = self._core.completed
+        for p in completed:
+            waiter = p.waiter
+            p.waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(p.result)
+        if self._room_waiting:
+            self._room.freed()
+        if self._window_waiting:
+            for p in completed:
+                self._windows.freed(p.addr)
+        completed.clear()
 
     def _datagram_received_layered(self, data: bytes, addr: Address) -> None:
         """:meth:`datagram_received` with an adapter's message layer: the calls a
@@ -771,6 +834,12 @@ class Dispatcher(Generic[M]):
         send queue they are dropped and counted as transport errors.
         """
         outbox = self._core.outbox
+        if self._bundler is not None:
+            send_later = self._send
+            for data, addr in outbox:
+                send_later(data, addr)
+            outbox.clear()
+            return
         best_effort = self._best_effort
         send = self._send if best_effort is None else best_effort
         try:
@@ -782,6 +851,81 @@ class Dispatcher(Generic[M]):
                     self._send_failed(addr, exc)
         finally:
             outbox.clear()
+
+    def _coalescer(
+        self, bundler: Bundler
+    ) -> tuple[Callable[[bytes, Address], bool], Callable[[], None]]:
+        """``(send_later, flush)``: the sends of ``coalesce=True``.
+
+        ``send_later(frame, addr)`` takes the place of the transport's send for
+        every datagram: the bundler holds it, and the first one held since the
+        last flush schedules ``flush`` with ``call_soon``, so what this
+        iteration sends travels at the start of the next one (after callbacks
+        already scheduled, with no timer). A bundle that fills up goes at once.
+        It answers True ("blocked": the caller waits for room, as it would for
+        the transport's send) when the last datagram sent to ``addr`` found its
+        send queue past its high-water mark; the transport queued that one.
+        """
+        add = bundler.add
+        call_soon = self._loop.call_soon
+        scheduled = False
+        blocked = self._blocked
+
+        def send_later(frame: bytes, addr: Address) -> bool:
+            nonlocal scheduled
+            if add(frame, addr):
+                for datagram, dest, frames in bundler.take_ready():
+                    self._send_bundle(datagram, dest, frames)
+            if not scheduled:
+                scheduled = True
+                call_soon(flush)
+            return bool(blocked) and addr in blocked
+
+        def flush() -> None:
+            nonlocal scheduled
+            scheduled = False
+            blocked.clear()  # (each send below says again whether its queue is past high water)
+            if bundler.open or bundler.ready:
+                for datagram, dest, frames in bundler.drain():
+                    self._send_bundle(datagram, dest, frames)
+
+        return send_later, flush
+
+    def _send_bundle(self, datagram: bytes, addr: Address, frames: list[bytes]) -> None:
+        """Send one datagram of the bundler; a failure is counted, and fails the calls
+        whose first send it carried unless it is a loss their policies repair."""
+        try:
+            if self._send_now(datagram, addr):
+                self._blocked.add(addr)
+        except Exception as exc:
+            self._send_failed(addr, exc)
+            if not _transient(exc):
+                self._fail_unsent(addr, frames, exc)
+            return
+        if len(frames) > 1:
+            self._core.counters.bundles_sent += 1
+
+    def _fail_unsent(self, addr: Address, frames: list[bytes], exc: Exception) -> None:
+        """Fail the calls to ``addr`` whose first datagram is one of ``frames`` (it
+        could not be sent): as request() raises for a first send that fails."""
+        core = self._core
+        sent = {id(frame) for frame in frames}
+        calls = [
+            p
+            for p in (*core.waiting.values(), *core.acking.values())
+            if p.attempts == 1 and p.addr == addr and id(p.frame) in sent
+        ]
+        for p in calls:
+            core.unsent(p)
+            waiter = p.waiter
+            p.waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(TransportError.cannot_send(addr, exc))
+        if calls:
+            if self._room_waiting:
+                self._room.freed()
+            if self._window_waiting:
+                self._windows.freed(addr)
 
     def _send_failed(self, addr: Address, exc: Exception) -> None:
         self._core.counters.transport_errors += 1

@@ -64,6 +64,8 @@ STAT_HELP: dict[str, str] = {
     "queue_drops": "Dropped: messages that found the incoming queue full (not ACKed).",
     "discarded_on_close": "Queued messages discarded by close().",
     "transport_errors": "Errors the transport reported (ICMP errors, failed sends).",
+    "bundles_sent": "Datagrams sent carrying several messages and ACKs (coalesce=True).",
+    "bundles_received": "Bundles of several datagrams received.",
 }
 
 _SERVE_HELP: dict[str, str] = {

@@ -77,6 +77,11 @@ class Stats:
     discarded_on_close: int = 0
     #: errors the transport reported (ICMP errors, failed sends)
     transport_errors: int = 0
+    #: datagrams sent that carried several messages and ACKs (``coalesce=True``);
+    #: ``sent`` counts each message and ACK in them
+    bundles_sent: int = 0
+    #: bundles received; ``received`` counts each datagram in them
+    bundles_received: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -126,6 +131,8 @@ class Counters:
     queue_drops: int
     discarded_on_close: int
     transport_errors: int
+    bundles_sent: int
+    bundles_received: int
 
     def __init__(self) -> None:
         for name in COUNTED:

@@ -110,7 +110,7 @@ async def test_a_transient_first_send_failure_is_a_loss_the_policy_repairs(kind:
 
 @CALLS
 async def test_a_blocked_transport_makes_the_call_wait_within_its_timeout(kind: str) -> None:
-    d, carrier = await opened()
+    d, carrier = await opened(coalesce=False)  # (coalesced: see test_coalesce.py)
     async with d:
         carrier.mode = "blocked"
         with pytest.raises(aiodisp.RequestTimeout) as caught:

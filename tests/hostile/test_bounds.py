@@ -131,7 +131,7 @@ async def test_queue_bound_holds_under_a_burst_of_distinct_messages(
 
 
 async def test_calls_past_max_pending_wait_and_go_out_as_room_frees(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=3)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=3, coalesce=False)
     addr = peer.getsockname()
     async with d:
         calls = [
@@ -360,7 +360,7 @@ def test_forged_replies_and_acks_create_no_state() -> None:
 
 
 async def test_notify_and_request_share_the_max_pending_bound(peer: socket.socket) -> None:
-    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=2)
+    d = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), max_pending=2, coalesce=False)
     addr = peer.getsockname()
     async with d:
         n1 = asyncio.create_task(d.notify((1, b""), addr, timeout=30))

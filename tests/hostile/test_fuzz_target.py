@@ -59,6 +59,8 @@ EXPECTED = {
     "duplicate": "duplicates",
     "adapter-raises": "decode_errors",
     "queue-full": "queue_drops",
+    "bundle": "bundles_received",
+    "truncated-bundle": "header_errors",
 }
 
 

@@ -85,7 +85,8 @@ async def test_a_stalled_server_gets_at_most_a_fifth_more_than_first_sends_plus_
 ) -> None:
     child, addr = stalled
     budget = aiodisp.RetryBudget()  # the default: ratio 0.2, 10 a second
-    options: dict[str, Any] = {"congestion": congestion, "retry": policy}
+    # (coalesce=False: the child counts datagrams, and here each carries one request)
+    options: dict[str, Any] = {"congestion": congestion, "retry": policy, "coalesce": False}
     async with await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), **options) as d:
         results = await asyncio.gather(
             *(d.request((i, b"x" * 32), addr, timeout=TIMEOUT) for i in range(CALLS)),

@@ -83,6 +83,15 @@ async def test_a_request_to_an_unroutable_address_fails_at_once() -> None:
         with pytest.raises(aiodisp.TransportError, match="cannot send"):
             await client.request((1, b"x"), OFF_HOST, timeout=2)
         assert loop.time() - start < 1
+        # coalesced (the default), a one-way send's failure is counted, not raised
+        await client.notify_unreliable((2, b"x"), OFF_HOST)
+        await asyncio.sleep(0.01)
+        assert client.stats.transport_errors == 2
+    async with await aiodisp.open_udp(
+        KeyAdapter(), ("127.0.0.1", 0), coalesce=False
+    ) as client:
+        with pytest.raises(aiodisp.TransportError, match="cannot send"):
+            await client.request((1, b"x"), OFF_HOST, timeout=2)
         with pytest.raises(aiodisp.TransportError):
             await client.notify_unreliable((1, b"x"), OFF_HOST)
 

@@ -125,7 +125,10 @@ async def test_a_peer_bound_by_a_relative_path_is_reported_as_the_kernel_reports
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    async with await aiodisp.open_unix(KeyAdapter(), tmp_path / "s.sock") as server:
+    # (coalesce=False: the raw peer reads the ACK and the message as two datagrams)
+    async with await aiodisp.open_unix(
+        KeyAdapter(), tmp_path / "s.sock", coalesce=False
+    ) as server:
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             raw.bind("peer.sock")  # the kernel reports this name as given: relative

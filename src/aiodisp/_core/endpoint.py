@@ -23,6 +23,7 @@ from ..errors import AdapterError, DuplicateKeyError, MessageTooLarge
 from ..retry import RetryPolicy
 from ..stats import Counters, Stats
 from .budget import RetryBudget
+from .bundling import FLAG_BUNDLE, split_bundle
 from .congestion import Peer, Windows
 from .delivery_log import DeliveryLog
 from .framing import (
@@ -83,7 +84,10 @@ class Endpoint(Generic[M]):
       call; the driver sends ``pending.frame``), :meth:`frame_oneway` (the
       datagram of a message sent once), :meth:`cancel` (the caller stopped
       waiting);
-    * datagrams: :meth:`receive` (returns the call it completes, if any);
+    * datagrams: :meth:`receive` (returns the call it completes, if any; a
+      bundle of datagrams, :mod:`.bundling`, returns None and leaves the calls
+      its datagrams completed in :attr:`completed`, for the driver to wake and
+      clear);
     * time: :meth:`handle_timer` (retransmits into the outbox; returns the calls
       that timed out), and :meth:`next_deadline`, the one call that says when
       the core next needs :meth:`handle_timer` (the driver arms one timer from
@@ -102,7 +106,7 @@ class Endpoint(Generic[M]):
     the per-datagram and per-call hot paths, where a Python frame would cost
     more than the work; there the driver reads these attributes:
 
-    * :attr:`outbox` and :attr:`inbox` (above);
+    * :attr:`outbox`, :attr:`inbox` and :attr:`completed` (above);
     * :attr:`waiting` and :attr:`acking`, only their ``len()``, for the room
       check of a call (``pending_count`` is the same as a method);
     * :attr:`counters`, to count transport errors and failed sends (the
@@ -183,6 +187,8 @@ class Endpoint(Generic[M]):
         self.acking: dict[int, Pending] = {}
         self.inbox: deque[Received[M]] = deque()
         self.outbox: list[tuple[bytes, Address]] = []
+        #: the calls a bundle completed (receive() returns None for a bundle)
+        self.completed: list[Pending] = []
         self.schedule = Schedule()
         # the schedule's lane for the timeout of the last request sent once
         self._final_timeout = math.nan
@@ -610,6 +616,9 @@ class Endpoint(Generic[M]):
             flags = data[0]
             reply_to = -1
             if flags:
+                if flags == FLAG_BUNDLE:
+                    self._receive_bundle(data, addr, now)
+                    return None
                 (packet_id,) = unpack_word(data)
                 packet_id &= ID_MASK
                 if flags == FLAG_REPLY:
@@ -773,6 +782,23 @@ class Endpoint(Generic[M]):
             if flags:
                 self.outbox.append((ack_for(packet_id), addr))
                 counters.acks_sent += 1
+        return None
+
+    def _receive_bundle(self, data: bytes, addr: Address, now: float) -> None:
+        """Take each datagram of a bundle (see :mod:`.bundling`) as if it came alone;
+        the calls they complete are appended to :attr:`completed`."""
+        records = split_bundle(data)
+        if isinstance(records, str):
+            self.counters.header_errors += 1
+            self.report("header", addr, records)
+            return None
+        self.counters.bundles_received += 1
+        completed = self.completed
+        receive = self.receive
+        for record in records:
+            p = receive(record, addr, now)
+            if p is not None:
+                completed.append(p)
         return None
 
     def _accepted(self, p: Pending, msg: M, addr: Address, flags: int, packet_id: int) -> bool:

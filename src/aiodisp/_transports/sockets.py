@@ -99,6 +99,8 @@ class SocketTransport:
         self._family = family = sock.family
         self._sink: DatagramSink | None = None
         self._closed = False
+        # ends the read batch in progress (set by close() and yield_reading())
+        self._stop = False
         self._sources: pktinfo.SourceTable | None = None
         self._unix_names: dict[Any, str | None] = {}
         self._read_ready: Callable[[], None]
@@ -170,6 +172,7 @@ class SocketTransport:
     # -- receiving
 
     def _read_plain(self) -> None:
+        self._stop = self._closed
         recvfrom = self._sock.recvfrom
         bufsize = self._max + 1  # one more byte shows an oversize datagram
         sink = self._sink
@@ -184,10 +187,11 @@ class SocketTransport:
                 self._receive_failed(exc)
                 return
             deliver(data, addr)
-            if self._closed:
+            if self._stop:  # closed, or yield_reading()
                 return
 
     def _read_unix(self) -> None:
+        self._stop = self._closed
         recvfrom = self._sock.recvfrom
         bufsize = self._max + 1
         sink = self._sink
@@ -212,10 +216,11 @@ class SocketTransport:
                         names.clear()
                     names[raw] = addr
                 deliver(data, addr)
-            if self._closed:
+            if self._stop:  # closed, or yield_reading()
                 return
 
     def _read_pktinfo(self) -> None:
+        self._stop = self._closed
         recvmsg = self._sock.recvmsg
         bufsize = self._max + 1
         ancsize = pktinfo.ANCILLARY_SIZE
@@ -246,7 +251,7 @@ class SocketTransport:
                 if table.get(addr) is not cmsg:
                     sources.learn(addr, cmsg)
             deliver(data, addr)
-            if self._closed:
+            if self._stop:  # closed, or yield_reading()
                 return
 
     # -- sending
@@ -402,10 +407,16 @@ class SocketTransport:
     async def resolve(self, addr: Address) -> Address:
         return await resolve_address(self._loop, self._family, addr)
 
+    def yield_reading(self) -> None:
+        """End the read batch in progress after the datagram being delivered: what
+        else waits stays in the kernel's buffer until the loop's next iteration
+        (the dispatcher's readers run first)."""
+        self._stop = True
+
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._stop = True
         self._queues.close()
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._sock.fileno())

@@ -1,0 +1,156 @@
+"""Bundles: several ACK-framed datagrams to one peer carried in one (``coalesce=True``).
+
+A bundle is the byte :data:`FLAG_BUNDLE` followed by records, each a 2-byte
+big-endian length and then one whole ACK-framed datagram (header and adapter
+bytes, exactly as it would travel alone). So a receiver takes a bundle apart
+and handles each record as the datagram it is: its packet id, ACK,
+retransmission and de-duplication are its own. A bundle holds at least two
+records (one frame travels as itself), no record is empty and none is a bundle.
+
+:class:`Bundler` is the sender's half: frames queued per destination over one
+event-loop iteration, packed into bundles of at most ``limit`` bytes. It only
+gathers and packs; the driver decides when to drain and sends the datagrams.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+__all__ = [
+    "BUNDLE_LIMIT",
+    "FLAG_BUNDLE",
+    "MIN_BUNDLE",
+    "RECORD_OVERHEAD",
+    "Bundler",
+    "pack_bundle",
+    "split_bundle",
+]
+
+Address = Any
+
+#: The first byte of a bundle (no flag combination of a single datagram has this bit).
+FLAG_BUNDLE = 0x08
+#: The largest bundle sent by default, in bytes: the UDP payload that fits the
+#: IPv6 minimum MTU (1280) less its IPv6 and UDP headers (48) with room to spare
+#: for a tunnel's own header, as QUIC's 1200-byte floor does.
+BUNDLE_LIMIT = 1200
+#: Bytes a record adds to the datagram it carries (its length).
+RECORD_OVERHEAD = 2
+#: The shortest valid bundle: the marker and two records of 8-byte datagrams.
+MIN_BUNDLE = 1 + 2 * (RECORD_OVERHEAD + 8)
+
+_LEN = struct.Struct(">H")
+_pack_len = _LEN.pack
+_unpack_len = _LEN.unpack_from
+_MARK = bytes([FLAG_BUNDLE])
+#: The shortest record's datagram: an ACK-framed header.
+_MIN_RECORD = 8
+
+
+def pack_bundle(frames: list[bytes]) -> bytes:
+    """The datagram carrying ``frames``: a lone frame is itself, more are a bundle."""
+    if len(frames) == 1:
+        return frames[0]
+    parts = [_MARK]
+    for frame in frames:
+        parts.append(_pack_len(len(frame)))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def split_bundle(data: bytes) -> list[bytes] | str:
+    """The datagrams of bundle ``data``, or why it is malformed (nothing of it is used).
+
+    Malformed: fewer than two records, a record shorter than a header, a
+    record that is itself a bundle, or bytes left over (a truncated record).
+    """
+    records: list[bytes] = []
+    pos, end = 1, len(data)
+    while pos < end:
+        if pos + RECORD_OVERHEAD > end:
+            return "truncated bundle"
+        (n,) = _unpack_len(data, pos)
+        pos += RECORD_OVERHEAD
+        stop = pos + n
+        if n < _MIN_RECORD:
+            return f"{n}-byte record in a bundle"
+        if stop > end:
+            return "truncated bundle"
+        if data[pos] == FLAG_BUNDLE:
+            return "bundle inside a bundle"
+        records.append(data[pos:stop])
+        pos = stop
+    if len(records) < 2:
+        return "bundle of one record"
+    return records
+
+
+class Bundler:
+    """Frames to each destination, gathered until :meth:`drain` packs them.
+
+    :meth:`add` queues a frame; a destination's frames are packed greedily into
+    bundles of at most ``limit`` bytes, in the order they were added. A frame
+    too large to share a bundle travels alone, in its place in that order.
+    When a destination's open bundle cannot take the next frame it is
+    *closed*: ready to send at once (:attr:`ready`), which bounds what one
+    destination holds to one bundle however much is sent before a drain.
+    """
+
+    __slots__ = ("limit", "open", "ready")
+
+    def __init__(self, limit: int = BUNDLE_LIMIT) -> None:
+        if limit < MIN_BUNDLE:
+            raise ValueError(f"a bundle limit must be at least {MIN_BUNDLE} bytes")
+        self.limit = limit
+        #: destination -> [bytes so far, frames]: the bundle still open to more frames
+        self.open: dict[Address, list[Any]] = {}
+        #: (datagram, addr, frames) closed since the last drain, oldest first
+        self.ready: list[tuple[bytes, Address, list[bytes]]] = []
+
+    def add(self, frame: bytes, addr: Address) -> bool:
+        """Queue ``frame`` for ``addr``; True when something is now ready to send
+        (a bundle closed: the caller may send :attr:`ready` now or at the drain)."""
+        size = len(frame) + RECORD_OVERHEAD
+        entry = self.open.get(addr)
+        if entry is None:
+            if size + 1 > self.limit:
+                self.ready.append((frame, addr, [frame]))
+                return True
+            self.open[addr] = [1 + size, [frame]]
+            return False
+        total = entry[0] + size
+        if total <= self.limit:
+            entry[0] = total
+            entry[1].append(frame)
+            return False
+        frames = entry[1]
+        self.ready.append((pack_bundle(frames), addr, frames))
+        if size + 1 > self.limit:
+            del self.open[addr]
+            self.ready.append((frame, addr, [frame]))
+        else:
+            entry[0] = 1 + size
+            entry[1] = [frame]
+        return True
+
+    def take_ready(self) -> list[tuple[bytes, Address, list[bytes]]]:
+        """The closed bundles, oldest first; they are no longer held."""
+        ready = self.ready
+        self.ready = []
+        return ready
+
+    def drain(self) -> list[tuple[bytes, Address, list[bytes]]]:
+        """Everything held, packed: ``(datagram, addr, frames)``, oldest first per
+        destination; the bundler is empty afterwards."""
+        out = self.take_ready()
+        for addr, (_, frames) in self.open.items():
+            out.append((pack_bundle(frames), addr, frames))
+        self.open = {}
+        return out
+
+    def __len__(self) -> int:
+        """Frames held."""
+        return sum(len(f) for _, _, f in self.ready) + sum(
+            len(e[1]) for e in self.open.values()
+        )
