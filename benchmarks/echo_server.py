@@ -9,7 +9,8 @@ on uvloop). Each mode has its own socket and writes a correct reply:
   set the reply flag, bit 63 of the first word;
 * ``ack``: aiodisp ACK framing: keep the 8-byte framing header (flags 0, the
   packet id: unique per client, so the client's duplicate filter is content)
-  and set the reply flag of the adapter's word behind it;
+  and set the reply flag of the adapter's word behind it; a bundle of requests
+  (``coalesce=True``) is answered with one bundle of their replies;
 * ``rpc``: rpcudp: ``0x01``, the request's 20-byte id, ``msgpack(argument)``
   with the reply flag set;
 * ``coap``: CoAP: a piggybacked ACK (to CON) or a NON response (to NON), code
@@ -36,9 +37,12 @@ except ImportError:  # pragma: no cover - rpcudp brings umsgpack
 
 from common import REPLY_BIT, WORD
 
+from aiodisp._core.bundling import FLAG_BUNDLE, pack_bundle, split_bundle
+
 MODES = ("raw", "ack", "rpc", "coap")
 _pack = WORD.pack
 _unpack = WORD.unpack_from
+_BUNDLE = bytes([FLAG_BUNDLE])
 
 
 def reply_raw(data: bytes) -> bytes | None:
@@ -47,10 +51,21 @@ def reply_raw(data: bytes) -> bytes | None:
 
 
 def reply_ack(data: bytes) -> bytes | None:
-    if len(data) < 16 or data[0] != 0:  # only first sends of requests (flags 0)
+    if len(data) < 16 or data[0] != 0:  # only first sends of requests (flags 0) ...
+        if data[:1] == _BUNDLE:
+            return reply_bundle(data)
         return None
     (word,) = _unpack(data, 8)
     return data[:8] + _pack(word | REPLY_BIT) + data[16:]
+
+
+def reply_bundle(data: bytes) -> bytes | None:
+    """... or a bundle of them (``coalesce=True``): one bundle of their replies."""
+    records = split_bundle(data)
+    if isinstance(records, str):
+        return None
+    replies = [r for r in map(reply_ack, records) if r is not None]
+    return pack_bundle(replies) if replies else None
 
 
 def reply_rpc(data: bytes) -> bytes | None:
@@ -187,10 +202,12 @@ def _holder(
     loop = asyncio.get_running_loop()
     held: list[tuple[bytes, Any]] = []
     tasks: set[asyncio.Task[None]] = set()
+    answered = [0]
 
     async def release() -> None:
         await asyncio.sleep(hold)
         batch, held[:] = list(held), []
+        answered[0] = 0
         for k, (reply, peer) in enumerate(batch):
             sock.sendto(reply, peer)
             if k % 200 == 199:
@@ -205,7 +222,10 @@ def _holder(
             reply = answer(data)
             if reply is not None:
                 held.append((reply, peer))
-                if len(held) == expect:
+                # (a bundle holds several replies: count messages, not datagrams)
+                records = split_bundle(reply) if reply[:1] == _BUNDLE else None
+                answered[0] += len(records) if isinstance(records, list) else 1
+                if answered[0] >= expect and not tasks:
                     task = loop.create_task(release())
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
