@@ -107,9 +107,10 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
     client.send_nowait(IdMessage(n + 1, b""), dest)
     try:
         tracemalloc.start()
-        # (twice: the first run grows tables the requests would find grown, asyncio's
-        # set of tasks among them; counted in the bare figure, they were a share of
-        # aiodisp's own that the subtraction hid, ~50-100 B per request)
+        # (twice: the first run grows tables the requests would find grown. Not enough
+        # for asyncio's WeakSet of tasks, which leaves dummies and may still resize in
+        # the requests' phase: ~105 B per request at 20k, shown as _weakrefset.py:88 in
+        # top_allocations when it does; it is asyncio's, not aiodisp's)
         first_bare, _ = await _bare_task_bytes(n)
         out["bare_task_bytes_first_run"] = first_bare
         out["bare_task_bytes"], out["bare_task_gc_objects"] = await _bare_task_bytes(n)
