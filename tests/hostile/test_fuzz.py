@@ -311,7 +311,9 @@ class EndpointUnderAttack(RuleBasedStateMachine):
     def time_passes(self, dt: float) -> None:
         self.now += dt
         for p in self.e.handle_timer(self.now):
-            assert p.deadline <= self.now or p.attempts == p.max_attempts
+            assert p.deadline <= self.now or (
+                p.policy is not None and p.attempts == p.policy.max_attempts
+            )
             self._finished(p)
         self.e.outbox.clear()
 

@@ -414,7 +414,6 @@ class Endpoint(Generic[M]):
     def _schedule_first(self, p: Pending, policy: RetryPolicy | None, now: float) -> None:
         if policy is not None:
             p.policy = policy
-            p.max_attempts = policy.max_attempts
             first = policy.initial_timeout
             if first is None:
                 first = self.rtt.rto(p.addr)
@@ -503,7 +502,7 @@ class Endpoint(Generic[M]):
             if (
                 policy is None
                 or now >= p.deadline
-                or (p.max_attempts is not None and p.attempts >= p.max_attempts)
+                or (policy.max_attempts is not None and p.attempts >= policy.max_attempts)
             ):
                 self._finish(p)
                 if peer is not None:

@@ -34,7 +34,6 @@ class Pending:
         "kind",
         "lane",
         "last_sent",
-        "max_attempts",
         "packet_id",
         "peer",
         "policy",
@@ -43,12 +42,12 @@ class Pending:
         "txkey",
         "waiter",
     )
-    # Set only when used (an unset slot costs nothing to create): max_attempts
-    # and interval by a retry policy, result on completion, txkey by the message
+    # Set only when used (an unset slot costs no store, but 8 B in every Pending:
+    # a slot only some calls need is a cost to all, issue 14): interval by a
+    # retry policy, result on completion, txkey by the message
     # layer (the transaction key of the call's outgoing message), last_sent by
     # a retransmission (when the last copy went), peer by the endpoint (the
     # call's place in its peer's congestion window, .congestion.Peer).
-    max_attempts: int | None
     interval: float
     result: Any
     txkey: Hashable | None
