@@ -103,7 +103,8 @@ class Bundler:
         if limit < MIN_BUNDLE:
             raise ValueError(f"a bundle limit must be at least {MIN_BUNDLE} bytes")
         self.limit = limit
-        #: destination -> [bytes so far, frames]: the bundle still open to more frames
+        #: destination -> [bytes so far, parts]: the bundle still open to more frames,
+        #: its parts ready to join (the marker, then each frame's length and the frame)
         self.open: dict[Address, list[Any]] = {}
         #: (datagram, addr, frames) closed since the last drain, oldest first
         self.ready: list[tuple[bytes, Address, list[bytes]]] = []
@@ -111,27 +112,29 @@ class Bundler:
     def add(self, frame: bytes, addr: Address) -> bool:
         """Queue ``frame`` for ``addr``; True when something is now ready to send
         (a bundle closed: the caller may send :attr:`ready` now or at the drain)."""
-        size = len(frame) + RECORD_OVERHEAD
+        n = len(frame)
+        size = n + RECORD_OVERHEAD
         entry = self.open.get(addr)
         if entry is None:
             if size + 1 > self.limit:
                 self.ready.append((frame, addr, [frame]))
                 return True
-            self.open[addr] = [1 + size, [frame]]
+            self.open[addr] = [1 + size, [_MARK, _pack_len(n), frame]]
             return False
         total = entry[0] + size
         if total <= self.limit:
             entry[0] = total
-            entry[1].append(frame)
+            parts = entry[1]
+            parts.append(_pack_len(n))
+            parts.append(frame)
             return False
-        frames = entry[1]
-        self.ready.append((pack_bundle(frames), addr, frames))
+        self.ready.append(_packed(addr, entry[1]))
         if size + 1 > self.limit:
             del self.open[addr]
             self.ready.append((frame, addr, [frame]))
         else:
             entry[0] = 1 + size
-            entry[1] = [frame]
+            entry[1] = [_MARK, _pack_len(n), frame]
         return True
 
     def take_ready(self) -> list[tuple[bytes, Address, list[bytes]]]:
@@ -142,15 +145,24 @@ class Bundler:
 
     def drain(self) -> list[tuple[bytes, Address, list[bytes]]]:
         """Everything held, packed: ``(datagram, addr, frames)``, oldest first per
-        destination; the bundler is empty afterwards."""
+        destination; the bundler is empty afterwards (:attr:`open` is the same dict,
+        cleared)."""
         out = self.take_ready()
-        for addr, (_, frames) in self.open.items():
-            out.append((pack_bundle(frames), addr, frames))
-        self.open = {}
+        for addr, entry in self.open.items():
+            out.append(_packed(addr, entry[1]))
+        self.open.clear()
         return out
 
     def __len__(self) -> int:
         """Frames held."""
         return sum(len(f) for _, _, f in self.ready) + sum(
-            len(e[1]) for e in self.open.values()
+            len(e[1]) // 2 for e in self.open.values()
         )
+
+
+def _packed(addr: Address, parts: list[bytes]) -> tuple[bytes, Address, list[bytes]]:
+    """``(datagram, addr, frames)`` of an open bundle's parts."""
+    frames = parts[2::2]
+    if len(frames) == 1:
+        return frames[0], addr, frames
+    return b"".join(parts), addr, frames
