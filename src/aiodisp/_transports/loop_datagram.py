@@ -146,6 +146,12 @@ class LoopDatagramTransport:
         self._sink = sink
         self._protocol.datagram_received = sink.datagram_received  # type: ignore[method-assign]
 
+    def sink_changed(self) -> None:
+        """The sink's ``datagram_received`` was replaced (an inline server's direct
+        receiver): the loop calls the new one from now on."""
+        if self._sink is not None and not self._closed:
+            self._protocol.datagram_received = self._sink.datagram_received  # type: ignore[method-assign]
+
     def send(self, data: bytes, addr: Address) -> bool:
         """Hand the datagram to the loop (which queues it if the socket is full).
 
