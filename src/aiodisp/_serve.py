@@ -186,7 +186,7 @@ class Server(Generic[M]):
                     return
                 plain = type(reply)
             try:
-                reply_nowait(cast("M", reply), addr)
+                reply_nowait(reply, addr)  # type: ignore[arg-type]  # (cast() costs a call)
             except DispatchError as exc:  # AdapterError, MessageTooLarge, TransportError
                 self._reply_failed(exc, msg, addr)
                 return
@@ -239,6 +239,16 @@ class Server(Generic[M]):
         max_size = parts.max_datagram_size
         send = parts.send
         full = parts.full
+        # send_best_effort in pieces where the transport has them (SocketTransport):
+        # sendto while no destination has a send queue (else ``send``)
+        path = getattr(d.transport, "reply_path", None) if not full else None
+        sendto: Callable[[bytes, Any], object]
+        queued: Any
+        failed: Callable[[bytes, Any, Exception], object]
+        if path is None:
+            sendto, queued, failed = send, _ALWAYS, _unused
+        else:
+            sendto, queued, failed = path
         plain: type = type(None)  # as in handle_now
 
         def direct(data: bytes, addr: Any) -> None:
@@ -255,7 +265,7 @@ class Server(Generic[M]):
                     ours = waiting.get(key) is not None
                 else:
                     ours = is_reply(msg)
-                    if not ours:
+                    if not ours and key.__class__ not in _HASHABLE:
                         hash(key)  # as the core: an unhashable key is a decode error
             except Exception:
                 ours = True  # the core counts and reports it
@@ -280,7 +290,7 @@ class Server(Generic[M]):
                     task.add_done_callback(self._tasks.discard)
                     return
                 plain = type(reply)
-            out = cast("M", reply)
+            out: M = reply  # type: ignore[assignment]  # (not cast(): a call per reply)
             try:
                 raw = msg_to_raw(out)
             except Exception:
@@ -296,7 +306,14 @@ class Server(Generic[M]):
                 return
             counters.notifies += 1
             try:
-                answer = send(raw, addr)
+                if queued:
+                    answer = send(raw, addr)
+                else:
+                    try:
+                        sendto(raw, addr)
+                        answer = True
+                    except Exception as exc:
+                        answer = failed(raw, addr, exc)
             except Exception as exc:
                 self._reply_failed(_cannot_send(addr, exc), msg, addr)
                 return
@@ -394,6 +411,16 @@ async def serve(
     calls this.
     """
     await Server(dispatcher, handler, concurrency=concurrency, on_error=on_error).run()
+
+
+#: key types that are always hashable: hash() is not called on them (a frame less)
+_HASHABLE = frozenset({bytes, str, int})
+#: ``queued`` for a transport without a reply path: always true, always ``send``
+_ALWAYS = (True,)
+
+
+def _unused(data: bytes, addr: Any, exc: Exception) -> object:
+    raise AssertionError("not called while queued is true")
 
 
 def _cannot_send(addr: Any, exc: Exception) -> TransportError:
