@@ -97,6 +97,9 @@ class Server(Generic[M]):
         self._running = False
         self._handled = 0
         self._replied = 0
+        # messages the direct receiver handled and answered: counted once, as both
+        # (one counter less to bump per datagram)
+        self._answered = 0
         self._errors = 0
         self._send_errors = 0
         self._cancelled = 0
@@ -105,8 +108,8 @@ class Server(Generic[M]):
     def stats(self) -> ServeStats:
         """A snapshot of the server's counters."""
         return ServeStats(
-            handled=self._handled,
-            replied=self._replied,
+            handled=self._handled + self._answered,
+            replied=self._replied + self._answered,
             errors=self._errors,
             send_errors=self._send_errors,
             cancelled=self._cancelled,
@@ -244,9 +247,9 @@ class Server(Generic[M]):
         path = getattr(d.transport, "reply_path", None) if not full else None
         sendto: Callable[[bytes, Any], object]
         queued: Any
-        failed: Callable[[bytes, Any, Exception], object]
-        if path is None:
-            sendto, queued, failed = send, _ALWAYS, _unused
+        failed: Callable[[bytes, Any, Exception], object]  # (what send_best_effort returns)
+        if path is None:  # ``send`` itself, never queued here, its exceptions re-raised
+            sendto, queued, failed = send, (), _reraise
         else:
             sendto, queued, failed = path
         plain: type = type(None)  # as in handle_now
@@ -264,25 +267,27 @@ class Server(Generic[M]):
                     # message from elsewhere)
                     ours = waiting.get(key) is not None
                 else:
-                    ours = is_reply(msg)
-                    if not ours and key.__class__ not in _HASHABLE:
-                        hash(key)  # as the core: an unhashable key is a decode error
+                    # as the core's hash(key): an unhashable key is a decode error
+                    # (a look-up in an empty set hashes it, with no call)
+                    ours = is_reply(msg) or key in _NOTHING
             except Exception:
                 ours = True  # the core counts and reports it
             if ours:
                 receive(data, addr)
                 return
             counters.delivered += 1
-            self._handled += 1
             try:
                 reply = handler(msg, addr)
             except (Exception, asyncio.CancelledError) as exc:
+                self._handled += 1
                 self._handler_raised(exc, msg, addr)
                 return
             if reply is None:
+                self._handled += 1
                 return
             if type(reply) is not plain:
                 if hasattr(reply, "__await__"):
+                    self._handled += 1
                     self._inline = False  # as in handle_now
                     d._stop_consuming(handle_now)
                     task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
@@ -290,39 +295,52 @@ class Server(Generic[M]):
                     task.add_done_callback(self._tasks.discard)
                     return
                 plain = type(reply)
-            out: M = reply  # type: ignore[assignment]  # (not cast(): a call per reply)
             try:
-                raw = msg_to_raw(out)
+                raw = msg_to_raw(reply)  # type: ignore[arg-type]  # (cast() costs a call)
             except Exception:
                 raw = None
             if type(raw) is not bytes or len(raw) > max_size:
                 # not bytes, too large, or the adapter failed: _reply_nowait says why
+                self._handled += 1
                 try:
-                    reply_nowait(out, addr)
+                    reply_nowait(reply, addr)  # type: ignore[arg-type]
                 except DispatchError as exc:
                     self._reply_failed(exc, msg, addr)
                     return
                 self._replied += 1
                 return
             counters.notifies += 1
-            try:
-                if queued:
-                    answer = send(raw, addr)
-                else:
-                    try:
-                        sendto(raw, addr)
-                        answer = True
-                    except Exception as exc:
-                        answer = failed(raw, addr, exc)
-            except Exception as exc:
-                self._reply_failed(_cannot_send(addr, exc), msg, addr)
+            if queued:
+                self._send_reply(send, (raw, addr), full, msg, addr)
                 return
-            if answer is full:
+            try:
+                answer = sendto(raw, addr)
+            except Exception as exc:
+                self._send_reply(failed, (raw, addr, exc), full, msg, addr)
+                return
+            if answer is full:  # (a raw sendto answers a byte count: never ``full``)
+                self._handled += 1
                 self._reply_failed(_queue_full(addr), msg, addr)
                 return
-            self._replied += 1
+            self._answered += 1
 
         return direct
+
+    def _send_reply(
+        self, send: Callable[..., object], args: tuple[Any, ...], full: bool, msg: M, addr: Any
+    ) -> None:
+        """The direct receiver's reply by ``send(*args)``, counted and its failure
+        reported as the inline consumer does with ``_reply_nowait``."""
+        self._handled += 1
+        try:
+            answer = send(*args)
+        except Exception as exc:
+            self._reply_failed(_cannot_send(addr, exc), msg, addr)
+            return
+        if answer is full:
+            self._reply_failed(_queue_full(addr), msg, addr)
+            return
+        self._replied += 1
 
     async def _finish_awaitable(
         self, reply: Awaitable[M | None], msg: M, addr: Any, room: asyncio.Semaphore
@@ -413,14 +431,13 @@ async def serve(
     await Server(dispatcher, handler, concurrency=concurrency, on_error=on_error).run()
 
 
-#: key types that are always hashable: hash() is not called on them (a frame less)
-_HASHABLE = frozenset({bytes, str, int})
-#: ``queued`` for a transport without a reply path: always true, always ``send``
-_ALWAYS = (True,)
+#: looking a key up here hashes it (TypeError if it cannot be), and finds nothing
+_NOTHING: frozenset[Any] = frozenset()
 
 
-def _unused(data: bytes, addr: Any, exc: Exception) -> object:
-    raise AssertionError("not called while queued is true")
+def _reraise(data: bytes, addr: Any, exc: Exception) -> object:
+    """``failed`` for a transport's own send: what it raised, raised again."""
+    raise exc
 
 
 def _cannot_send(addr: Any, exc: Exception) -> TransportError:
