@@ -8,7 +8,9 @@ differ only in how a datagram reaches it and how the reply leaves:
 
 * ``aiodisp``: ``Dispatcher.serve()`` with a plain-function handler, raw framing,
   an adapter whose messages are the datagrams' bytes (``msg_key``: the DNS id,
-  ``is_reply``: the QR bit), as a user writes it;
+  ``is_reply``: the QR bit), as a user writes it (served by the inline server's
+  direct receiver, ``aiodisp._serve``: four adapter calls and the handler's
+  frame per query that the hand-rolled responders do not make);
 * ``reader``: hand-rolled, ``loop.add_reader`` on a non-blocking socket, draining
   every queued datagram per wake-up (``recvfrom`` / ``sendto``);
 * ``protocol``: hand-rolled, an ``asyncio.DatagramProtocol`` (uvloop only by

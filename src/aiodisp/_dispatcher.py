@@ -13,9 +13,10 @@ import errno
 import logging
 import math
 import struct
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 from ._adapter import MessageAdapter
 from ._admission import PeerWindows, Room, Waiters
@@ -35,7 +36,7 @@ from .errors import (
     TransportError,
 )
 from .retry import ADAPTIVE, RetryPolicy
-from .stats import Stats
+from .stats import Counters, Stats
 
 __all__ = ["DEFAULT_TIMEOUT", "Dispatcher"]
 
@@ -174,6 +175,10 @@ class Dispatcher(Generic[M]):
         # (a Server with a plain-function handler); see _consume_with().
         self._consumer: Callable[[Received[M]], None] | None = None
         self._consumer_stopped: asyncio.Future[None] | None = None
+        # A consumer's direct receiver, in place of datagram_received (what that was
+        # before, if not the class's method): see _direct_serving().
+        self._direct: Callable[[bytes, Address], None] | None = None
+        self._receive_before: Callable[[bytes, Address], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
         self._closed = False
@@ -785,7 +790,11 @@ class Dispatcher(Generic[M]):
 
     # ------------------------------------------------------------------ the serving seam
 
-    def _consume_with(self, consumer: Callable[[Received[M]], None]) -> asyncio.Future[None]:
+    def _consume_with(
+        self,
+        consumer: Callable[[Received[M]], None],
+        direct: Callable[[bytes, Address], None] | None = None,
+    ) -> asyncio.Future[None]:
         """Hand every incoming message to ``consumer`` as it arrives, not to the queue.
 
         The seam an inline server (:mod:`aiodisp._serve`) uses, with
@@ -794,6 +803,10 @@ class Dispatcher(Generic[M]):
         :meth:`_stop_consuming` is called with the same consumer, or the
         dispatcher closes. Meanwhile readers of recv_from() and ``async for``
         get nothing. The consumer runs only while the dispatcher is open.
+
+        ``direct``, built from :meth:`_direct_serving`, takes every datagram from
+        the transport in place of :meth:`datagram_received` until then (it hands
+        what it does not answer itself to the ``receive`` it was given).
         """
         if self._consumer is not None:
             raise RuntimeError("this dispatcher already hands its messages to a consumer")
@@ -803,15 +816,64 @@ class Dispatcher(Generic[M]):
             return stopped
         self._consumer = consumer
         self._consumer_stopped = stopped
+        if direct is not None:
+            self._receive_before = self.__dict__.get("datagram_received")
+            self._direct = self.datagram_received = direct  # type: ignore[method-assign,assignment]
+            self._sink_changed()
         if self._core.inbox:
             self._consume()
         return stopped
+
+    def _direct_serving(self) -> DirectServing[M] | None:
+        """What an inline server needs to answer datagrams straight from the transport.
+
+        None unless that is safe: raw framing with no message layer (ACK framing
+        keeps the core's path, for its delivery log and reply cache), an open
+        dispatcher and no consumer yet. (It needs no closed check: close()
+        removes it before anything else can run.) A :class:`DirectServing` names the few
+        things such a receiver reads (the core's ``waiting``, ``inbox`` and
+        ``counters``, the adapter's methods, the reply's send) and ``receive``,
+        where it hands every datagram that is not a plain message for it (see
+        :mod:`aiodisp._serve`, which pins its copy of the core's checks).
+        """
+        core = self._core
+        if core.ack or core.layer is not None or self._closed or self._consumer is not None:
+            return None
+        adapter = core.adapter
+        best_effort = self._best_effort
+        return DirectServing(
+            receive=self.datagram_received,
+            raw_to_msg=adapter.raw_to_msg,
+            msg_key=adapter.msg_key,
+            is_reply=getattr(adapter, "is_reply", None),
+            msg_to_raw=adapter.msg_to_raw,
+            waiting=core.waiting,
+            inbox=core.inbox,
+            counters=core.counters,
+            max_datagram_size=core.max_datagram_size,
+            send=self._send if best_effort is None else best_effort,
+            full=best_effort is None,
+        )
+
+    def _sink_changed(self) -> None:
+        # a transport that keeps the sink's datagram_received reads it again
+        changed = getattr(self._transport, "sink_changed", None)
+        if changed is not None:
+            changed()
 
     def _stop_consuming(self, consumer: Callable[[Received[M]], None] | None) -> None:
         """Undo :meth:`_consume_with` for ``consumer`` (if it is still the one)."""
         if consumer is None or consumer is not self._consumer:
             return
         self._consumer = None
+        if self._direct is not None:
+            self._direct = None
+            if self._receive_before is None:
+                del self.datagram_received  # the class's method again
+            else:
+                self.datagram_received = self._receive_before  # type: ignore[method-assign,assignment]
+                self._receive_before = None
+            self._sink_changed()
         stopped, self._consumer_stopped = self._consumer_stopped, None
         if stopped is not None and not stopped.done():
             stopped.set_result(None)
@@ -1097,6 +1159,27 @@ _TRANSIENT_ERRNOS = frozenset(
 
 #: What a dropped ACK or cached reply is counted and logged as.
 _QUEUE_FULL = TransportError("its send queue is full: an ACK or cached reply was dropped")
+
+
+class DirectServing(NamedTuple, Generic[M]):
+    """What :meth:`Dispatcher._direct_serving` hands an inline server (see there)."""
+
+    #: where every datagram that is not a plain message for the server goes
+    receive: Callable[[bytes, Address], None]
+    raw_to_msg: Callable[[bytes], M]
+    msg_key: Callable[[M], Hashable]
+    is_reply: Callable[[M], bool] | None
+    msg_to_raw: Callable[[M], bytes]
+    #: the core's pending requests by key, its inbox and counters (read, and
+    #: ``delivered`` / ``notifies`` bumped, as the core does)
+    waiting: dict[Hashable, Pending]
+    inbox: deque[Received[M]]
+    counters: Counters
+    max_datagram_size: int
+    #: the transport's send for a reply (best effort where it has one)
+    send: Callable[[bytes, Address], object]
+    #: what ``send`` answers when its queue is full (the reply is not sent)
+    full: bool
 
 
 def _transient(exc: Exception) -> bool:

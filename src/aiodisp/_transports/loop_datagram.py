@@ -41,6 +41,9 @@ from .base import Address, DatagramSink
 
 __all__ = ["LoopDatagramTransport", "loop_reads_natively", "native_transport_fits"]
 
+#: a send the socket cannot take now
+_BLOCKED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
+
 
 def loop_reads_natively(loop: asyncio.AbstractEventLoop) -> bool:
     """True for loops whose datagram transport is not asyncio's selector one."""
@@ -70,7 +73,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.on_error(exc)
 
     def pause_writing(self) -> None:
-        self.owner._paused = True
+        self.owner._pause()
 
     def resume_writing(self) -> None:
         self.owner._resume()
@@ -99,6 +102,9 @@ class LoopDatagramTransport:
         self._family = sock.family
         self._sink: DatagramSink | None = None
         self._paused = False
+        #: not empty while the loop has paused writing or the transport is closed
+        #: (reply_path's ``queued``)
+        self._blocked: list[bool] = []
         self._send, self._best_effort, protocol.on_error = _sender(self)
         self._writers: set[asyncio.Future[None]] = set()
         self._closed = False
@@ -146,6 +152,12 @@ class LoopDatagramTransport:
         self._sink = sink
         self._protocol.datagram_received = sink.datagram_received  # type: ignore[method-assign]
 
+    def sink_changed(self) -> None:
+        """The sink's ``datagram_received`` was replaced (an inline server's direct
+        receiver): the loop calls the new one from now on."""
+        if self._sink is not None and not self._closed:
+            self._protocol.datagram_received = self._sink.datagram_received  # type: ignore[method-assign]
+
     def send(self, data: bytes, addr: Address) -> bool:
         """Hand the datagram to the loop (which queues it if the socket is full).
 
@@ -178,12 +190,53 @@ class LoopDatagramTransport:
         """
         return self._best_effort
 
+    @property
+    def reply_path(
+        self,
+    ) -> tuple[
+        Callable[[bytes, Address], object], list[bool], Callable[[bytes, Address, Exception], bool]
+    ]:
+        """:attr:`send_best_effort` in pieces, for a server's hot path: ``(sendto, queued,
+        failed)``, as :attr:`SocketTransport.reply_path
+        <aiodisp._transports.sockets.SocketTransport.reply_path>`.
+
+        While ``queued`` is empty (the loop has not paused writing, the transport
+        is open), ``sendto`` is the socket's own: the loop's transport is bypassed
+        (its ``sendto`` copies a context per datagram, and a refusal comes back
+        through ``error_received`` only a frame around it can catch: see
+        :attr:`fast_send`). Datagrams the loop still buffers may then leave after
+        this one: UDP promises no order. When it raises, ``failed(data, addr,
+        exc)`` hands a datagram the socket cannot take now (EAGAIN) to
+        :attr:`send_best_effort` (the loop queues it), reads the socket's ICMP
+        error queue and sends once more if the refusal was an earlier datagram's,
+        else raises its TransportError.
+        """
+        return self._sock.sendto, self._blocked, self._reply_failed
+
+    def _reply_failed(self, data: bytes, addr: Address, exc: Exception) -> bool:
+        if isinstance(exc, OSError) and not self._closed:
+            if exc.errno in _BLOCKED:
+                return self._best_effort(data, addr)
+            errors = icmp.drain(self._sock)
+            for error in errors:
+                self._error(error)
+            if errors:
+                return self._best_effort(data, addr)
+        raise _send_error(addr, exc) from exc
+
     def _error(self, exc: Exception) -> None:
         if self._sink is not None:
             self._sink.error_received(exc)
 
+    def _pause(self) -> None:
+        self._paused = True
+        if not self._blocked:
+            self._blocked.append(True)
+
     def _resume(self) -> None:
         self._paused = False
+        if not self._closed:
+            self._blocked.clear()
         writers = self._writers
         for fut in writers:
             if not fut.done():
@@ -210,6 +263,7 @@ class LoopDatagramTransport:
         if self._closed:
             return
         self._closed = True
+        self._blocked.append(True)
         self._dgram.abort()
         self._resume()
 
