@@ -50,6 +50,9 @@ _INF = math.inf
 #: Name resolution quicker than this is not charged to the call's timeout (see _resolve).
 _FREE_RESOLUTION = 1e-3
 _LOG = logging.getLogger("aiodisp")
+#: The most datagrams held while readers run (see _let_readers_run); past it they
+#: are taken at once (and what the queue cannot hold is dropped, not ACKed).
+_HOLD_MAX = 256
 _pack_len = struct.Struct(">H").pack  # a bundle record's length (see _core.bundling)
 #: The retry budget of a dispatcher given none: a fifth of first sends plus 10/s.
 DEFAULT_RETRY_BUDGET = RetryBudget()
@@ -165,6 +168,9 @@ class Dispatcher(Generic[M]):
         self._reading = self._readers.queue
         # readers woken since the transport's read batch last yielded to them
         self._readers_woken = False
+        # datagrams held while they run, on a transport without yield_reading()
+        self._holding = False
+        self._held: deque[tuple[bytes, Address]] = deque()
         self._yield_at = max(1, max_queue // 2)
         self._yield_reading: Callable[[], None] | None = getattr(
             transport, "yield_reading", None
@@ -694,6 +700,9 @@ class Dispatcher(Generic[M]):
     # ------------------------------------------------------------------ transport side
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._holding and len(self._held) < _HOLD_MAX:  # (see _let_readers_run)
+            self._held.append((data, addr))
+            return
         core = self._core
         p = core.receive(data, addr, self._loop.time())
         if p is not None:
@@ -729,10 +738,29 @@ class Dispatcher(Generic[M]):
     def _let_readers_run(self) -> None:
         """The queue is half full and readers are about to run: end the transport's
         read batch so they do before more is read (a batch of bundles can carry
-        more messages than the queue holds). What waits stays in the kernel."""
+        more messages than the queue holds). What waits stays in the kernel, or,
+        where the transport cannot stop its batch, in :attr:`_held`."""
         self._readers_woken = False
         if self._yield_reading is not None:
             self._yield_reading()
+        elif not self._holding and not self._closed:
+            # A transport that cannot stop its batch (uvloop's): what else it reads
+            # now is held, in order, and taken once the readers have run.
+            self._holding = True
+            self._loop.call_soon(self._take_held)
+
+    def _take_held(self) -> None:
+        """Take the datagrams held while readers ran, in order (until the queue is
+        half full again, when the rest waits for the readers once more)."""
+        self._holding = False
+        held = self._held
+        receive = self.datagram_received
+        while held and not self._holding:
+            if self._closed:
+                held.clear()
+                return
+            data, addr = held.popleft()
+            receive(data, addr)
 
     def _wake_completed(self) -> None:
         """Wake the calls a bundle's datagrams completed (see Endpoint.completed)."""
