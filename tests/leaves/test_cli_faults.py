@@ -130,8 +130,10 @@ async def test_a_dispatcher_over_a_lossy_path_still_gets_its_replies() -> None:
     serving = asyncio.create_task(server.serve(lambda msg, _addr: msg))
     lossy = FaultyTransport.over_udp(("127.0.0.1", 0), aiodisp.Link(loss=0.3, seed=4),
                                      buffer_size=None)
-    # (30 % loss: about replies getting through, not the rate: no window, no budget)
-    client = aiodisp.Dispatcher(lossy, KeyAdapter(), congestion=False, retry_budget=None)
+    # (30 % loss: about replies getting through, not the rate: no window, no budget;
+    # one datagram per request, so that the link's loss falls on each on its own)
+    client = aiodisp.Dispatcher(lossy, KeyAdapter(), congestion=False, retry_budget=None,
+                                coalesce=False)
     retry = aiodisp.RetryPolicy(initial_timeout=0.02, max_attempts=20)
     try:
         assert not lossy.reliable
