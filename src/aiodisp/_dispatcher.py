@@ -976,7 +976,7 @@ class Dispatcher(Generic[M]):
             entry = held(addr)
             if entry is not None:
                 total = entry[0] + n + RECORD_OVERHEAD
-                if total <= limit:
+                if total <= limit and len(entry[1]) < bundler.max_parts:
                     entry[0] = total
                     parts = entry[1]
                     parts.append(pack_len(n))

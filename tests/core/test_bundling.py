@@ -367,3 +367,42 @@ def test_the_window_counts_the_messages_of_a_bundle_not_the_bundle() -> None:
     assert together.window(B) == window
     peer1, peer2 = one_each.windows.peers[B], together.windows.peers[B]
     assert (peer2.in_flight, peer2.cwnd) == (peer1.in_flight, peer1.cwnd) == (10, window)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pipeline=st.integers(1, 6),
+    first=st.integers(1, 60),
+    second=st.integers(1, 60),
+    peers=st.integers(1, 3),
+)
+def test_a_bundle_holds_a_share_of_what_the_last_iteration_sent(
+    pipeline: int, first: int, second: int, peers: int
+) -> None:
+    """After an iteration that sent ``n`` frames to each of ``peers`` destinations, a
+    bundle closes at max(2, n // pipeline) frames: about ``pipeline`` bundles an
+    iteration, so a peer works on the first while the rest are still being made."""
+    bundler = Bundler(65_000, pipeline=pipeline)
+    frame = pack_header(0, 1) + b"x" * 8
+    addrs = [f"p{i}" for i in range(peers)]
+    for _ in range(first):
+        for addr in addrs:
+            bundler.add(frame, addr)
+    bundler.drain()
+    cap = max(2, first // pipeline)
+    for _ in range(second):
+        for addr in addrs:
+            bundler.add(frame, addr)
+    sizes = [len(held) for _, _, held in bundler.drain()]
+    assert sum(sizes) == second * peers
+    assert max(sizes) == min(cap, second)
+    assert all(size == cap for size in sizes[:-peers])  # (each peer's last may be short)
+
+
+def test_without_a_pipeline_a_bundle_fills_up_to_its_limit() -> None:
+    bundler = Bundler(65_000, pipeline=0)
+    frame = pack_header(0, 1) + b"x" * 8
+    for _ in range(3):
+        for _ in range(100):
+            bundler.add(frame, "p")
+        assert [len(held) for _, _, held in bundler.drain()] == [100]
