@@ -36,6 +36,9 @@ def slots(p: Pending) -> dict[str, Any]:
     peer = out["peer"]
     if peer is not _UNSET:
         out["peer"] = {name: getattr(peer, name) for name in Peer.__slots__}
+    lane = out["lane"]
+    if isinstance(lane, dict):  # a lane of its own endpoint's schedule: which calls it holds
+        out["lane"] = ["this call" if call is p else call for call in lane]
     return out
 
 

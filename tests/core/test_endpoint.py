@@ -198,10 +198,22 @@ def test_max_interval_caps_the_backoff() -> None:
 
 
 def test_jitter_spreads_waits_within_its_fraction() -> None:
-    client = endpoint()
-    policy = RetryPolicy(initial_timeout=1.0, jitter=0.25, max_attempts=2)
-    dues = {client.start_request((i, b""), B, Waiter(), 0.0, 10.0, policy).due for i in range(50)}
-    assert len(dues) > 40 and all(0.75 <= d <= 1.25 for d in dues)
+    """The first wait is spread once per lane of calls (the calls made with one policy
+    share it: they are due in the order they were made); each endpoint, two clients
+    say, draws its own. Later waits are spread call by call."""
+    policy = RetryPolicy(initial_timeout=1.0, jitter=0.25, max_attempts=3)
+    firsts = set()
+    for seed in range(50):
+        client = Endpoint(KeyAdapter(), seed=seed)
+        calls = [client.start_request((i, b""), B, Waiter(), 0.0, 10.0, policy)
+                 for i in range(5)]
+        assert len({p.due for p in calls}) == 1 and calls[0].lane is not None
+        first = calls[0].due
+        firsts.add(first)
+        client.handle_timer(first)
+        seconds = {p.due - first for p in calls}  # backoff 2, each spread on its own
+        assert len(seconds) == 5 and all(1.5 * first <= s <= 2.5 * first for s in seconds)
+    assert len(firsts) > 40 and all(0.75 <= d <= 1.25 for d in firsts)
 
 
 def test_cancel_removes_the_call_and_its_timer_work() -> None:
@@ -449,3 +461,26 @@ def test_tables_give_their_memory_back_after_a_peak() -> None:
     assert len(client.handle_timer(1.0)) == 20_000
     assert client.next_deadline() is None
     assert sys.getsizeof(client.waiting) < peak // 10
+
+
+def test_every_call_ends_at_its_deadline_however_many_waits_share_the_lanes() -> None:
+    """More first waits and timeouts than the schedule has lanes, calls sent once and
+    calls with a policy mixed: lanes are let go and made again, and still every call
+    retransmits and times out exactly when it should (none is left in a lane that
+    the schedule forgot)."""
+    client = endpoint()
+    ended: dict[Any, float] = {}
+    made = []
+    for i in range(60):
+        policy = (RetryPolicy(initial_timeout=0.01 * (1 + i % 11), jitter=0.0,
+                              max_attempts=None, max_interval=0.1) if i % 3 else None)
+        made.append(client.start_request((i, b""), B, Waiter(), i * 0.001,
+                                         0.5 + (i % 13) * 0.1, policy))
+    while (when := client.next_deadline()) is not None:
+        for p in client.handle_timer(when):
+            ended[p.key] = when
+        assert when < 5.0
+    assert sorted(ended) == list(range(60))
+    for p in made:
+        assert ended[p.key] == pytest.approx(p.deadline)
+        assert (p.attempts == 1) == (p.policy is None)  # (the others retransmitted)

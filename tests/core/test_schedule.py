@@ -54,7 +54,7 @@ def test_finished_calls_leave_their_lane_at_once_and_are_swept_from_the_heap() -
         retrying = Call(due=1.0, deadline=60.0)
         s.add(retrying)
         finish(s, retrying)
-    assert sum(len(lane) for lane in s._lanes.values()) == 0
+    assert sum(len(lane) for lane in s.lanes.values()) == 0
     assert len(s) <= 2 * 1024 + 2
     assert s.next_due() is None and s.stale == 0 and len(s) == 0
 
@@ -64,7 +64,7 @@ def test_more_timeouts_than_lanes_fall_back_to_the_heap() -> None:
     calls = [final(s, 0.0, 1.0 + i) for i in range(MAX_LANES + 5)]
     assert len(s._heap) == 5
     assert sorted(s.pop_due(100.0), key=lambda c: c.deadline) == calls
-    assert len(s._lanes) == MAX_LANES
+    assert len(s.lanes) == MAX_LANES
 
 
 def test_a_lane_no_call_is_in_gives_its_place_to_a_new_timeout() -> None:
@@ -72,13 +72,13 @@ def test_a_lane_no_call_is_in_gives_its_place_to_a_new_timeout() -> None:
     later call to the heap: once their lanes are empty, the common timeout gets one."""
     s = Schedule()
     odd = [final(s, 0.0, 1.0 + i / 100) for i in range(MAX_LANES)]
-    assert len(s._heap) == 0 and len(s._lanes) == MAX_LANES
+    assert len(s._heap) == 0 and len(s.lanes) == MAX_LANES
     early = final(s, 0.0, 30.0)  # no place yet: the heap
     assert len(s._heap) == 1
     for call in odd[:-1]:
         finish(s, call)
     late = final(s, 1.0, 30.0)  # the emptied lanes are let go: 30.0 gets a lane
-    assert late.lane is not None and len(s._lanes) == 2
+    assert late.lane is not None and len(s.lanes) == 2
     assert s.pop_due(100.0) == [early, odd[-1], late]
 
 

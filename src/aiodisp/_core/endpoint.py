@@ -43,7 +43,7 @@ from .packet_ids import PacketIds
 from .pending import NOTIFY, REQUEST, Pending, _alloc, new_pending
 from .received import Received
 from .rtt import RttTable
-from .schedule import Lane, Schedule
+from .schedule import Schedule
 
 __all__ = ["Endpoint", "Pending", "Received", "Reporter"]
 
@@ -52,6 +52,8 @@ Address = Any
 #: ``report(reason, addr, detail)`` is told of every dropped datagram.
 Reporter = Callable[[str, Address, object], None]
 
+#: First waits remembered (see Endpoint._first_wait) before they are drawn afresh.
+_FIRST_WAITS_MAX = 64
 #: Bytes above which an empty table is replaced by a new one.
 _SHRINK_ABOVE = 64 * 1024
 
@@ -190,9 +192,10 @@ class Endpoint(Generic[M]):
         #: the calls a bundle completed (receive() returns None for a bundle)
         self.completed: list[Pending] = []
         self.schedule = Schedule()
-        # the schedule's lane for the timeout of the last request sent once
-        self._final_timeout = math.nan
-        self._final_lane: Lane | None = None
+        # the schedule's lane for a wait, if it has one (Schedule keeps this dict)
+        self._lane_of = self.schedule.lanes.get
+        # (first retransmission interval, jitter) -> the first wait drawn for it
+        self._first_waits: dict[tuple[float, float], float] = {}
         # random packet ids (see .packet_ids): popped from ids.ready, drawn when it is empty
         self._ids = PacketIds(seed)
         self._ready = self._ids.ready
@@ -317,14 +320,12 @@ class Endpoint(Generic[M]):
         p.done = False
         waiting[key] = p
         if policy is None:
-            lane = self._final_lane
-            if lane is not None and timeout == self._final_timeout:
-                lane[p] = None  # Schedule.add_final(), inlined for the last timeout's lane
+            lane = self._lane_of(timeout)
+            if lane is not None:
+                lane[p] = None  # Schedule.add_final(), inlined for a lane that exists
                 p.lane = lane
             else:
                 self.schedule.add_final(p, timeout)
-                self._final_timeout = timeout
-                self._final_lane = p.lane
         else:
             self._schedule_first(p, policy, now)
         self.counters.requests += 1
@@ -412,16 +413,56 @@ class Endpoint(Generic[M]):
             pass  # an unhashable key cannot name a delivered request
 
     def _schedule_first(self, p: Pending, policy: RetryPolicy | None, now: float) -> None:
+        """Schedule a call's first event: its first retransmission, or its deadline.
+
+        The first wait comes from :meth:`_first_wait`, the same for every call made
+        with the same policy and round-trip estimate, so such calls are due in the
+        order they were made and share a FIFO lane of the schedule (no heap entry:
+        101 B and a push and a pop less per call; ACK framing's requests all have a
+        policy). Later waits (backoff) go to the heap.
+        """
         if policy is not None:
             p.policy = policy
             first = policy.initial_timeout
+            adaptive = first is None
             if first is None:
                 first = self.rtt.rto(p.addr)
-            interval = self._jitter(min(first, policy.max_interval), policy.jitter)
-            p.interval = interval
-            if now + interval < p.deadline:
-                p.due = now + interval
+            if first > policy.max_interval:
+                first = policy.max_interval
+            wait = self._first_waits.get((first, policy.jitter))
+            if wait is None:
+                wait = self._first_wait(first, policy.jitter, adaptive)
+            p.interval = wait
+            due = now + wait
+            if due < p.deadline:
+                p.due = due
+                lane = self._lane_of(wait)
+                if lane is None:
+                    lane = self.schedule.lane(wait)
+                if lane is not None:
+                    lane[p] = None
+                    p.lane = lane
+                    return
         self.schedule.add(p)
+
+    def _first_wait(self, first: float, jitter: float, adaptive: bool) -> float:
+        """The first wait of calls whose policy says ``first`` (and ``jitter``).
+
+        An ``adaptive`` ``first`` (the round-trip estimate's) is rounded up to a
+        step of 1/16 octave (4.4 %), so that an estimate that moves a little keeps
+        its lane; a policy's own is kept as it is. It is spread by
+        ``jitter`` once, for every call that gets it: one dispatcher's calls that
+        share a lane retransmit together, but two dispatchers (two clients that
+        lost the same packet) draw their own spreads.
+        """
+        waits = self._first_waits
+        if len(waits) >= _FIRST_WAITS_MAX:
+            waits.clear()
+        step = first
+        if adaptive and first > 0.0:
+            step = 2.0 ** (math.ceil(math.log2(first) * 16.0) / 16.0)
+        wait = waits[(first, jitter)] = self._jitter(step, jitter)
+        return wait
 
     def _jitter(self, interval: float, jitter: float) -> float:
         if jitter:
@@ -560,8 +601,7 @@ class Endpoint(Generic[M]):
 
     def _clear_schedule(self) -> None:
         self.schedule.clear()
-        self._final_timeout = math.nan
-        self._final_lane = None
+        self._first_waits.clear()  # (new lanes draw new spreads)
 
     def in_flight(self) -> int:
         """Requests and notifies in flight."""

@@ -1,14 +1,16 @@
 """When each pending call next needs attention: the timer queue of the core.
 
 A call's next event is a retransmission or the end of its wait (``p.due``).
-Calls that have a retry policy live in a heap of ``(due, seq, call)``. Calls
-sent once, whose one event is their deadline, go to a FIFO *lane* per timeout
-value: calls made with the same timeout expire in the order they were made, so
-an insertion-ordered dict keeps them sorted for free (no tuple, no heap sift
-per call), and a call that finishes early leaves its lane at once
-(:meth:`Schedule.finished`, one dict deletion). Past :data:`MAX_LANES`
-distinct timeouts in use at once, such calls use the heap too (a lane no call
-is in is let go when a new timeout needs its place).
+Calls whose next event comes a fixed wait after they were made go to a FIFO
+*lane* per wait: calls sent once (their one event is their deadline, one
+timeout after), and calls' first retransmissions (the core gives calls with
+the same policy the same first wait). Calls made with the same wait are due in
+the order they were made, so an insertion-ordered dict keeps them sorted for
+free (no tuple, no heap sift per call), and a call that finishes early leaves
+its lane at once (:meth:`Schedule.finished`, one dict deletion). Later
+retransmissions (backoff), and calls past :data:`MAX_LANES` distinct waits in
+use at once, live in a heap of ``(due, seq, call)`` (a lane no call is in is
+let go when a new wait needs its place).
 
 A call that finishes early stays in the heap (it is *stale*) until it reaches
 the front or until stale entries are more than half of the heap, when they
@@ -40,11 +42,13 @@ Lane = dict[Scheduled, None]
 
 
 class Schedule:
-    __slots__ = ("_heap", "_lanes", "_seq", "stale")
+    __slots__ = ("_heap", "_seq", "lanes", "stale")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Scheduled]] = []
-        self._lanes: dict[float, Lane] = {}
+        #: wait -> its lane (the same dict for the schedule's life: owners may bind
+        #: its ``get``)
+        self.lanes: dict[float, Lane] = {}
         self._seq = itertools.count()
         #: heap entries of calls that have finished (see :meth:`finished`)
         self.stale = 0
@@ -57,13 +61,15 @@ class Schedule:
             self._sweep()
 
     def lane(self, timeout: float) -> Lane | None:
-        """The lane of calls made with ``timeout`` (None past MAX_LANES timeouts).
+        """The lane of calls due ``timeout`` after they are made (None past
+        MAX_LANES waits).
 
-        The owner adds a call sent once at ``now`` with ``lane[call] = None;
-        call.lane = lane``, after every call it added to that lane before, so
-        that lanes stay in deadline order (:meth:`add_final` does it).
+        The owner adds a call made at ``now`` and due at ``now + timeout`` with
+        ``lane[call] = None; call.lane = lane``, after every call it added to
+        that lane before, so that lanes stay in order of ``due`` (:meth:`add_final`
+        does it for a call whose due is its deadline).
         """
-        lanes = self._lanes
+        lanes = self.lanes
         lane = lanes.get(timeout)
         if lane is None:
             if len(lanes) >= MAX_LANES:
@@ -103,10 +109,10 @@ class Schedule:
             self.stale -= 1
         if heap:
             when = heap[0][0]
-        for lane in self._lanes.values():
+        for lane in self.lanes.values():
             for call in lane:  # the first is the earliest
-                if when is None or call.deadline < when:
-                    when = call.deadline
+                if when is None or call.due < when:
+                    when = call.due
                 break
         return when
 
@@ -120,10 +126,10 @@ class Schedule:
                 self.stale -= 1
             else:
                 due.append(call)
-        for lane in self._lanes.values():
+        for lane in self.lanes.values():
             first = len(due)
             for call in lane:
-                if call.deadline > now:
+                if call.due > now:
                     break
                 due.append(call)
             for call in itertools.islice(due, first, None):
@@ -142,12 +148,12 @@ class Schedule:
 
     def clear(self) -> None:
         """Forget every call (the lanes' memory too: new lanes are made as needed)."""
-        for lane in self._lanes.values():
+        for lane in self.lanes.values():
             for call in lane:
                 call.lane = None
         self._heap = []
-        self._lanes = {}
+        self.lanes.clear()  # (the same dict: see lanes)
         self.stale = 0
 
     def __len__(self) -> int:
-        return len(self._heap) + sum(len(lane) for lane in self._lanes.values())
+        return len(self._heap) + sum(len(lane) for lane in self.lanes.values())
