@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from aiodisp import AdapterError, DuplicateKeyError, MessageTooLarge, RetryPolic
 from aiodisp._core.delivery_log import DeliveryLog
 from aiodisp._core.endpoint import Endpoint, Pending
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, ack_for, pack_header
+from aiodisp.retry import ADAPTIVE
 from tests.helpers.adapters import FlagAdapter, KeyAdapter
 
 A = ("10.0.0.1", 1000)
@@ -484,3 +486,18 @@ def test_every_call_ends_at_its_deadline_however_many_waits_share_the_lanes() ->
     for p in made:
         assert ended[p.key] == pytest.approx(p.deadline)
         assert (p.attempts == 1) == (p.policy is None)  # (the others retransmitted)
+
+
+def test_the_first_wait_comes_from_the_rtt_tables_estimate() -> None:
+    """_schedule_first reads the estimate the RTT table gives (RttTable.rto, inlined)."""
+    e = endpoint()
+    for rtt in (0.2, 0.3, 0.25):
+        e.rtt.sample(B, rtt)
+    policy = ADAPTIVE
+    for key, addr in ((1, B), (2, "a peer never sampled")):
+        p = e.start_request((key, b""), addr, Waiter(), 0.0, 30.0, policy)
+        estimate = min(e.rtt.rto(addr), policy.max_interval)
+        assert (estimate, policy.jitter) in e._first_waits
+        step = 2.0 ** (math.ceil(math.log2(estimate) * 16.0) / 16.0)
+        assert step * (1 - policy.jitter) <= p.interval <= step * (1 + policy.jitter)
+    assert e.rtt.rto(B) != e.rtt.rto("a peer never sampled")

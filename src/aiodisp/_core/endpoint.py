@@ -176,6 +176,8 @@ class Endpoint(Generic[M]):
             ttl=dedup_ttl, capacity=dedup_capacity, reply_bytes=reply_cache_bytes
         )
         self.rtt = RttTable()
+        self._rtt_of = self.rtt.estimators.get
+        self._rto_initial = self.rtt.rto(None)
         self.windows = Windows(enabled=congestion)
         self.budget = retry_budget
         #: peers a new call must wait for (see the class docs)
@@ -426,7 +428,11 @@ class Endpoint(Generic[M]):
             first = policy.initial_timeout
             adaptive = first is None
             if first is None:
-                first = self.rtt.rto(p.addr)
+                # RttTable.rto(), inlined (two Python calls less per call made: ACK
+                # client 58.7k -> 56.5k instructions per request, client_instructions.py;
+                # tests/core/test_endpoint.py pins it to RttTable.rto)
+                est = self._rtt_of(p.addr)
+                first = self._rto_initial if est is None else est.rto
             if first > policy.max_interval:
                 first = policy.max_interval
             wait = self._first_waits.get((first, policy.jitter))

@@ -30,8 +30,8 @@ _WEAK_WEIGHT = 0.25
 class RttEstimator:
     """Smoothed RTT and variance of one path, and the retransmission timeout they give."""
 
-    __slots__ = ("blend", "initial", "max_rto", "min_rto", "rttvar", "srtt", "weak_rttvar",
-                 "weak_srtt")
+    __slots__ = ("blend", "initial", "max_rto", "min_rto", "rto", "rttvar", "srtt",
+                 "weak_rttvar", "weak_srtt")
 
     def __init__(self, initial: float, min_rto: float, max_rto: float) -> None:
         self.initial = initial
@@ -43,6 +43,9 @@ class RttEstimator:
         self.weak_rttvar = 0.0
         #: the blended timeout, once a weak sample exists (None: the strong one alone)
         self.blend: float | None = None
+        #: the retransmission timeout now (see :meth:`_timeout`), kept up to date by
+        #: the samples: read once per call made, it is an attribute, not a property
+        self.rto = initial
 
     def sample(self, rtt: float) -> None:
         """Fold in one measured round trip (only from exchanges sent once: Karn's rule)."""
@@ -58,6 +61,7 @@ class RttEstimator:
         blend = self.blend
         if blend is not None:
             self.blend = _STRONG_WEIGHT * self._strong() + (1 - _STRONG_WEIGHT) * blend
+        self.rto = self._timeout()
 
     def weak_sample(self, rtt: float) -> None:
         """Fold in the round trip of an exchange answered after one or two
@@ -74,13 +78,13 @@ class RttEstimator:
         weak = srtt + _K_WEAK * self.weak_rttvar
         blend = self.blend if self.blend is not None else self._strong()
         self.blend = _WEAK_WEIGHT * weak + (1 - _WEAK_WEIGHT) * blend
+        self.rto = self._timeout()
 
     def _strong(self) -> float:
         srtt = self.srtt
         return self.initial if srtt is None else srtt + _K_STRONG * self.rttvar
 
-    @property
-    def rto(self) -> float:
+    def _timeout(self) -> float:
         """The retransmission timeout, clamped: ``srtt + 4 * rttvar`` from strong
         samples alone, the blend once a weak sample exists."""
         blend = self.blend
@@ -97,7 +101,7 @@ class RttEstimator:
 class RttTable:
     """One :class:`RttEstimator` per peer, for at most ``capacity`` peers (oldest forgotten)."""
 
-    __slots__ = ("_initial", "_max_rto", "_min_rto", "_peers", "capacity")
+    __slots__ = ("_initial", "_max_rto", "_min_rto", "capacity", "estimators")
 
     def __init__(
         self,
@@ -110,15 +114,16 @@ class RttTable:
         self._initial = initial
         self._min_rto = min_rto
         self._max_rto = max_rto
-        self._peers: dict[Hashable, RttEstimator] = {}
+        #: peer -> its estimator (the same dict for the table's life: owners may bind get)
+        self.estimators: dict[Hashable, RttEstimator] = {}
         self.capacity = capacity
 
     def rto(self, peer: Hashable) -> float:
-        est = self._peers.get(peer)
+        est = self.estimators.get(peer)
         return self._initial if est is None else est.rto
 
     def sample(self, peer: Hashable, rtt: float) -> None:
-        peers = self._peers
+        peers = self.estimators
         est = peers.get(peer)
         if est is None:
             if len(peers) >= self.capacity:
@@ -128,7 +133,7 @@ class RttTable:
 
     def weak_sample(self, peer: Hashable, rtt: float) -> None:
         """A weak sample (see :meth:`RttEstimator.weak_sample`) for ``peer``."""
-        peers = self._peers
+        peers = self.estimators
         est = peers.get(peer)
         if est is None:
             if len(peers) >= self.capacity:
@@ -137,7 +142,7 @@ class RttTable:
         est.weak_sample(rtt)
 
     def estimator(self, peer: Hashable) -> RttEstimator | None:
-        return self._peers.get(peer)
+        return self.estimators.get(peer)
 
     def __len__(self) -> int:
-        return len(self._peers)
+        return len(self.estimators)
