@@ -126,12 +126,13 @@ async def test_closing_drops_what_the_link_still_holds(receiver: socket.socket) 
 
 
 async def test_a_dispatcher_over_a_lossy_path_still_gets_its_replies() -> None:
-    server = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0))
+    # (coalesce=False on both sides, here and below: one datagram per message, so
+    # the seeded link's losses fall on each message on its own, as they always did)
+    server = await aiodisp.open_udp(KeyAdapter(), ("127.0.0.1", 0), coalesce=False)
     serving = asyncio.create_task(server.serve(lambda msg, _addr: msg))
     lossy = FaultyTransport.over_udp(("127.0.0.1", 0), aiodisp.Link(loss=0.3, seed=4),
                                      buffer_size=None)
-    # (30 % loss: about replies getting through, not the rate: no window, no budget;
-    # one datagram per request, so that the link's loss falls on each on its own)
+    # (30 % loss: about replies getting through, not the rate: no window, no budget)
     client = aiodisp.Dispatcher(lossy, KeyAdapter(), congestion=False, retry_budget=None,
                                 coalesce=False)
     retry = aiodisp.RetryPolicy(initial_timeout=0.02, max_attempts=20)
