@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +29,17 @@ def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     if uvloop is not None and item.get_closest_marker("both_loops") is not None:
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+@pytest.fixture
+def peer() -> Iterator[socket.socket]:
+    """A bare non-blocking UDP socket on loopback: a peer the test drives by hand
+    (read it with tests.helpers.flood.recv_datagram and drain)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
 
 
 @pytest.fixture

@@ -12,16 +12,15 @@ import asyncio
 import errno
 import logging
 import math
-import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 from ._adapter import MessageAdapter
 from ._admission import PeerWindows, Room, Waiters
 from ._core.budget import RetryBudget
-from ._core.bundling import BUNDLE_LIMIT, RECORD_OVERHEAD, Bundler
+from ._core.bundling import BUNDLE_LIMIT, RECORD_OVERHEAD, Bundler, pack_length
 from ._core.endpoint import Endpoint, Pending, Received
 from ._core.framing import Framing
 from ._core.pending import REQUEST
@@ -53,7 +52,6 @@ _LOG = logging.getLogger("aiodisp")
 #: The most datagrams held while readers run (see _let_readers_run); past it they
 #: are taken at once (and what the queue cannot hold is dropped, not ACKed).
 _HOLD_MAX = 256
-_pack_len = struct.Struct(">H").pack  # a bundle record's length (see _core.bundling)
 #: The retry budget of a dispatcher given none: a fifth of first sends plus 10/s.
 DEFAULT_RETRY_BUDGET = RetryBudget()
 
@@ -519,10 +517,17 @@ class Dispatcher(Generic[M]):
     def _not_started(self, dest: Address = None) -> None:
         """A call failed before it was registered: pass on the room it will not use
         (and its place in ``dest``'s window, had it waited for one)."""
+        self._freed((dest,))
+
+    def _freed(self, dests: Iterable[Address]) -> None:
+        """Calls ended, or never started: pass on their room among max_pending and
+        their places in the windows of ``dests`` (one per call; read only if calls
+        wait for a window)."""
         if self._room_waiting:
             self._room.freed()
         if self._window_waiting:
-            self._windows.freed(dest)
+            for dest in dests:
+                self._windows.freed(dest)
 
     def _first_send_failed(self, p: Pending, dest: Address, exc: Exception) -> None:
         """Raise the error of a failed first send, or count it as a loss the policy repairs.
@@ -770,11 +775,7 @@ class Dispatcher(Generic[M]):
             p.waiter = None
             if waiter is not None and not waiter.done():
                 waiter.set_result(p.result)
-        if self._room_waiting:
-            self._room.freed()
-        if self._window_waiting:
-            for p in completed:
-                self._windows.freed(p.addr)
+        self._freed(p.addr for p in completed)
         completed.clear()
 
     def _datagram_received_layered(self, data: bytes, addr: Address) -> None:
@@ -788,12 +789,8 @@ class Dispatcher(Generic[M]):
                 p.waiter = None
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(p.result)
-            if self._window_waiting:
-                for p in failed:
-                    self._windows.freed(p.addr)
+            self._freed([p.addr for p in failed])
             failed.clear()
-            if self._room_waiting:
-                self._room.freed()
 
     def error_received(self, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
@@ -811,10 +808,7 @@ class Dispatcher(Generic[M]):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(report.for_call(p.key, p.attempts))
         if calls:
-            if self._room_waiting:
-                self._room.freed()
-            if self._window_waiting:
-                self._windows.freed(addr)
+            self._freed((addr,))
 
     # ------------------------------------------------------------------ the serving seam
 
@@ -960,7 +954,7 @@ class Dispatcher(Generic[M]):
         add = bundler.add
         held = bundler.open.get  # (drain() clears the same dict)
         limit = bundler.limit
-        pack_len = _pack_len
+        pack_len = pack_length
         call_soon = self._loop.call_soon
         scheduled = False
         blocked = self._blocked
@@ -1031,10 +1025,7 @@ class Dispatcher(Generic[M]):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(TransportError.cannot_send(addr, exc))
         if calls:
-            if self._room_waiting:
-                self._room.freed()
-            if self._window_waiting:
-                self._windows.freed(addr)
+            self._freed((addr,))
 
     def _send_failed(self, addr: Address, exc: Exception) -> None:
         self._core.counters.transport_errors += 1
@@ -1062,11 +1053,7 @@ class Dispatcher(Generic[M]):
                     waiter.set_exception(_timeout_error(p, now))
                     waiter.exception()  # (retrieved: see close())
             if expired:
-                if self._room_waiting:
-                    self._room.freed()
-                if self._window_waiting:
-                    for p in expired:
-                        self._windows.freed(p.addr)
+                self._freed(p.addr for p in expired)
         finally:
             when = core.next_deadline()
             if when is not None and not self._closed:

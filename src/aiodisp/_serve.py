@@ -181,11 +181,7 @@ class Server(Generic[M]):
                 return
             if type(reply) is not plain:
                 if hasattr(reply, "__await__"):
-                    self._inline = False  # not a plain function after all: serve with tasks
-                    d._stop_consuming(handle_now)
-                    task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._serve_with_tasks(handle_now, reply, msg, addr, room)
                     return
                 plain = type(reply)
             try:
@@ -292,11 +288,7 @@ class Server(Generic[M]):
             if type(reply) is not plain:
                 if hasattr(reply, "__await__"):
                     self._handled += 1
-                    self._inline = False  # as in handle_now
-                    d._stop_consuming(handle_now)
-                    task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._serve_with_tasks(handle_now, reply, msg, addr, room)
                     return
                 plain = type(reply)
             try:
@@ -345,6 +337,23 @@ class Server(Generic[M]):
             self._reply_failed(_queue_full(addr), msg, addr)
             return
         self._replied += 1
+
+    def _serve_with_tasks(
+        self,
+        consumer: Callable[[Received[M]], None],
+        reply: Awaitable[M | None],
+        msg: M,
+        addr: Any,
+        room: asyncio.Semaphore,
+    ) -> None:
+        """The handler returned an awaitable: it is no plain function after all. Stop
+        taking messages inline, and finish this one as a task (serving goes on with
+        tasks)."""
+        self._inline = False
+        self._dispatcher._stop_consuming(consumer)
+        task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _finish_awaitable(
         self, reply: Awaitable[M | None], msg: M, addr: Any, room: asyncio.Semaphore

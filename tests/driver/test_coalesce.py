@@ -7,7 +7,6 @@ import asyncio
 import collections
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from aiodisp._core.framing import (
 )
 from tests.helpers.adapters import FlagAdapter, KeyAdapter
 from tests.helpers.carriers import ScriptedCarrier
-from tests.helpers.flood import recv_datagram, settle
+from tests.helpers.flood import drain, recv_datagram, settle
 from tests.helpers.servers import echo_server
 
 pytestmark = pytest.mark.both_loops
@@ -50,16 +49,6 @@ def records(datagram: bytes) -> list[bytes]:
     return out
 
 
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    """A bare UDP socket speaking the header by hand."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
 async def recv(sock: socket.socket) -> bytes:
     return (await recv_datagram(sock, 5.0))[0]
 
@@ -67,12 +56,7 @@ async def recv(sock: socket.socket) -> bytes:
 async def nothing_more(sock: socket.socket, wait: float = 0.05) -> list[bytes]:
     """What else arrives within ``wait`` seconds (the tests expect nothing)."""
     await asyncio.sleep(wait)
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(70_000))
-        except BlockingIOError:
-            return out
+    return drain(sock)
 
 
 # ---------------------------------------------------------------------- the wire

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,15 +14,6 @@ from aiodisp.adapters import IdMessage, IdPrefixAdapter
 pytestmark = pytest.mark.both_loops
 
 FLAG_REPLY = 0x04
-
-
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
 
 
 async def recv(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:

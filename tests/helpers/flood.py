@@ -95,6 +95,16 @@ async def send_paced(
     return sent
 
 
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram waiting on a bare non-blocking socket now."""
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(70_000))
+        except BlockingIOError:
+            return out
+
+
 async def recv_datagram(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, Any]:
     """The next datagram on a bare non-blocking socket, and its sender.
 

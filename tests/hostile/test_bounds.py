@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from aiodisp._core.endpoint import Endpoint
 from aiodisp._core.framing import FLAG_ACK_REQUESTED, pack_header, unpack_header
 from aiodisp._core.rtt import RttTable
 from tests.helpers.adapters import KeyAdapter
-from tests.helpers.flood import recv_datagram
+from tests.helpers.flood import drain, recv_datagram
 from tests.helpers.servers import echo_server
 
 LOOP = "127.0.0.1"
@@ -41,27 +40,8 @@ def parse(datagram: bytes) -> tuple[int, int, int]:
     return flags, packet_id, struct.unpack_from(">Q", datagram, 8)[0]
 
 
-@pytest.fixture
-def peer() -> Iterator[socket.socket]:
-    """A bare UDP socket standing in for a peer the test drives by hand."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((LOOP, 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
 async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return (await recv_datagram(sock, timeout))[0]
-
-
-def drain(sock: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(70_000))
-        except BlockingIOError:
-            return out
 
 
 async def settle(condition: Any, timeout: float = 5.0) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "RECORD_OVERHEAD",
     "Bundler",
     "pack_bundle",
+    "pack_length",
     "split_bundle",
 ]
 
@@ -48,6 +49,8 @@ MIN_BUNDLE = 1 + 2 * (RECORD_OVERHEAD + 8)
 
 _LEN = struct.Struct(">H")
 _pack_len = _LEN.pack
+#: A record's length field (the driver's inlined Bundler.add packs with it too).
+pack_length = _pack_len
 _unpack_len = _LEN.unpack_from
 _MARK = bytes([FLAG_BUNDLE])
 #: The shortest record's datagram: an ACK-framed header.
