@@ -32,6 +32,7 @@ from .errors import DispatcherClosed, DispatchError, TransportError
 if TYPE_CHECKING:
     from ._core.endpoint import Received
     from ._dispatcher import DirectServing, Dispatcher
+    from .stats import Counters
 
 __all__ = ["ServeStats", "Server", "serve"]
 
@@ -97,9 +98,12 @@ class Server(Generic[M]):
         self._running = False
         self._handled = 0
         self._replied = 0
-        # messages the direct receiver handled and answered: counted once, as both
-        # (one counter less to bump per datagram)
+        # messages the direct receiver handled and answered, each counted once for
+        # this server's handled and replied and the dispatcher's delivered and
+        # notifies (the core's ``counters.served``): the direct runs before, and
+        # the core's count when the current one began (None: no direct run now)
         self._answered = 0
+        self._served_from: int | None = None
         self._errors = 0
         self._send_errors = 0
         self._cancelled = 0
@@ -107,9 +111,12 @@ class Server(Generic[M]):
     @property
     def stats(self) -> ServeStats:
         """A snapshot of the server's counters."""
+        answered = self._answered
+        if self._served_from is not None:
+            answered += self._dispatcher._core.counters.served - self._served_from
         return ServeStats(
-            handled=self._handled + self._answered,
-            replied=self._replied + self._answered,
+            handled=self._handled + answered,
+            replied=self._replied + answered,
             errors=self._errors,
             send_errors=self._send_errors,
             cancelled=self._cancelled,
@@ -193,10 +200,19 @@ class Server(Generic[M]):
 
         parts = d._direct_serving() if self._direct else None
         direct = None if parts is None else self._direct_receiver(parts, handle_now, room)
+        if parts is not None:
+            self._served_from = parts.counters.served
         try:
             await d._consume_with(handle_now, direct)
         finally:
             d._stop_consuming(handle_now)
+            self._direct_stopped()
+
+    def _direct_stopped(self) -> None:
+        """The direct receiver takes no more datagrams: keep what it answered."""
+        if self._served_from is not None:
+            self._answered += self._dispatcher._core.counters.served - self._served_from
+            self._served_from = None
 
     def _direct_receiver(
         self,
@@ -261,33 +277,33 @@ class Server(Generic[M]):
                 return
             try:
                 msg = raw_to_msg(data)
-                key = msg_key(msg)
                 if is_reply is None:
                     # a key with a pending request: the core decides (reply, or a
                     # message from elsewhere)
-                    ours = waiting.get(key) is not None
+                    ours = waiting.get(msg_key(msg)) is not None
                 else:
-                    # as the core's hash(key): an unhashable key is a decode error
-                    # (a look-up in an empty set hashes it, with no call)
-                    ours = is_reply(msg) or key in _NOTHING
+                    ours = is_reply(msg)  # (the core asks no key of a message that is no reply)
             except Exception:
                 ours = True  # the core counts and reports it
             if ours:
                 receive(data, addr)
                 return
-            counters.delivered += 1
+            # Delivered (the core's count) and handled: counted here on every path
+            # but an answer's, which counts once as both and as its reply
+            # (``counters.served``).
             try:
                 reply = handler(msg, addr)
             except (Exception, asyncio.CancelledError) as exc:
-                self._handled += 1
+                self._not_answered(counters)
                 self._handler_raised(exc, msg, addr)
                 return
             if reply is None:
+                counters.delivered += 1
                 self._handled += 1
                 return
             if type(reply) is not plain:
                 if hasattr(reply, "__await__"):
-                    self._handled += 1
+                    self._not_answered(counters)
                     self._serve_with_tasks(handle_now, reply, msg, addr, room)
                     return
                 plain = type(reply)
@@ -297,7 +313,7 @@ class Server(Generic[M]):
                 raw = None
             if type(raw) is not bytes or len(raw) > max_size:
                 # not bytes, too large, or the adapter failed: _reply_nowait says why
-                self._handled += 1
+                self._not_answered(counters)
                 try:
                     reply_nowait(reply, addr)  # type: ignore[arg-type]
                 except DispatchError as exc:
@@ -305,29 +321,38 @@ class Server(Generic[M]):
                     return
                 self._replied += 1
                 return
-            counters.notifies += 1
             if queued:
+                self._not_answered(counters, notify=True)
                 self._send_reply(send, (raw, addr), full, msg, addr)
                 return
             try:
                 answer = sendto(raw, addr)
             except Exception as exc:
+                self._not_answered(counters, notify=True)
                 self._send_reply(failed, (raw, addr, exc), full, msg, addr)
                 return
             if answer is full:  # (a raw sendto answers a byte count: never ``full``)
-                self._handled += 1
+                self._not_answered(counters, notify=True)
                 self._reply_failed(_queue_full(addr), msg, addr)
                 return
-            self._answered += 1
+            counters.served += 1
 
         return direct
+
+    def _not_answered(self, counters: Counters, *, notify: bool = False) -> None:
+        """The direct receiver's counts for a message it did not answer on its fast
+        path: delivered and handled, and the reply counted as sent (``notify``) as
+        the core's ``frame_oneway`` does."""
+        counters.delivered += 1
+        self._handled += 1
+        if notify:
+            counters.notifies += 1
 
     def _send_reply(
         self, send: Callable[..., object], args: tuple[Any, ...], full: bool, msg: M, addr: Any
     ) -> None:
         """The direct receiver's reply by ``send(*args)``, counted and its failure
         reported as the inline consumer does with ``_reply_nowait``."""
-        self._handled += 1
         try:
             answer = send(*args)
         except Exception as exc:
@@ -351,6 +376,7 @@ class Server(Generic[M]):
         tasks)."""
         self._inline = False
         self._dispatcher._stop_consuming(consumer)
+        self._direct_stopped()
         task = asyncio.create_task(self._finish_awaitable(reply, msg, addr, room))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -442,10 +468,6 @@ async def serve(
     calls this.
     """
     await Server(dispatcher, handler, concurrency=concurrency, on_error=on_error).run()
-
-
-#: looking a key up here hashes it (TypeError if it cannot be), and finds nothing
-_NOTHING: frozenset[Any] = frozenset()
 
 
 def _reraise(data: bytes, addr: Any, exc: Exception) -> object:

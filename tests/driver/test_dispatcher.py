@@ -177,7 +177,10 @@ async def test_cancelling_a_request_removes_its_pending_entry() -> None:
                 asyncio.create_task(client.request((i, b""), silent, timeout=10))
                 for i in range(100)
             ]
-            await asyncio.sleep(0.01)
+            for _ in range(1000):  # (each task's first step registers its call)
+                if client.pending == 100:
+                    break
+                await asyncio.sleep(0.001)
             assert client.pending == 100
             for t in tasks:
                 t.cancel()

@@ -116,7 +116,10 @@ async def test_direct_receiver_and_core_path_do_the_same(adapter: Any) -> None:
     core = await script(adapter, direct=False)
     assert direct == core
     assert direct["serve"].handled >= 10 and direct["serve"].send_errors == 4
-    assert direct["stats"].decode_errors == 2 and direct["stats"].empty == 1
+    # b"!garbage", and b"Qlist:x"'s unhashable key where a key is asked of every
+    # message (without is_reply: raw framing asks none of a message that is no reply)
+    decode_errors = 1 if isinstance(adapter, TagAdapter) else 2
+    assert direct["stats"].decode_errors == decode_errors and direct["stats"].empty == 1
     assert direct["stats"].oversize == 1
 
 

@@ -165,13 +165,29 @@ async def test_every_bad_kind_in_one_burst_then_a_request_succeeds(
 async def test_adapter_failures_are_counted_with_raw_framing_too(
     payload: bytes, attacker: socket.socket
 ) -> None:
+    # (over raw framing with is_reply only a reply is asked its key: msg_key's
+    # failures are tried on one; see the next test)
+    keyed = payload in (b"unhashable", b"key-raises")
     victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0), framing="raw")
     async with victim:
-        await send_paced(attacker, [body(payload), b"", b"\x00"], victim.local_addr,
-                         lambda: victim.stats.received)
+        await send_paced(attacker, [body(payload, reply=keyed), b"", b"\x00"],
+                         victim.local_addr, lambda: victim.stats.received)
         s = victim.stats
         assert (s.decode_errors, s.empty, s.received) == (2, 1, 3)
         assert accounted(s) and victim.queued == 0
+
+
+@pytest.mark.parametrize("payload", [b"unhashable", b"key-raises"])
+async def test_raw_framing_asks_no_key_of_a_message_that_is_no_reply(
+    payload: bytes, attacker: socket.socket
+) -> None:
+    """Nothing needs it (no pending call to match, no delivery log): the message is
+    delivered, and a server saves an adapter call per query."""
+    victim = await aiodisp.open_udp(ADAPTER, ("127.0.0.1", 0), framing="raw")
+    async with victim:
+        attacker.sendto(body(payload), victim.local_addr)
+        msg, _size, _addr = await victim.recv_from(timeout=5)
+        assert msg == IdMessage(1, payload) and victim.stats.decode_errors == 0
 
 
 async def test_a_datagram_that_only_looks_like_a_reply_to_a_pending_key_is_not_an_ack(

@@ -63,6 +63,8 @@ _REPLY_WORD = FLAG_REPLY << ID_BITS
 
 #: The packet id of an ACK-framed datagram whose header word is not read yet (>= 0).
 _UNREAD = 1 << 62
+#: the key of a message over raw framing that is no reply: never asked of the adapter
+_UNKEYED: Any = object()
 
 #: Builds a Received without NamedTuple's Python-level __new__ (a serving hot path).
 _new_tuple = tuple.__new__
@@ -700,22 +702,31 @@ class Endpoint(Generic[M]):
         is_reply = self._is_reply
         try:
             msg = self._from_raw(raw)
-            key = self._key_of(msg)
             if reply_to >= 0:
                 reply = True
+                key = self._key_of(msg)
                 p = waiting.get(key)
                 if p is not None and p.packet_id != reply_to:
                     p = None  # a copy of the reply to an earlier call with this key
             elif is_reply is None:
+                key = self._key_of(msg)
                 p = waiting.get(key)
                 reply = p is not None and (not self.check_source or p.addr == addr)
             elif is_reply(msg):
                 reply = True
+                key = self._key_of(msg)
                 p = waiting.get(key)
             else:
                 reply = False
                 p = None
-                hash(key)  # the delivery log and reply cache index by it
+                if packet_id != -1:  # ACK framing
+                    # the delivery log and reply cache index by it (over raw framing
+                    # nothing needs the key of a message that is no reply: a server
+                    # saves the adapter call, ~1,300 instructions a query)
+                    key = self._key_of(msg)
+                    hash(key)
+                else:
+                    key = _UNKEYED
         except Exception as exc:
             counters.decode_errors += 1
             self.report("decode", addr, exc)
@@ -818,7 +829,7 @@ class Endpoint(Generic[M]):
         inbox = self.inbox
         if len(inbox) >= self.max_queue:
             counters.queue_drops += 1
-            self.report("queue full", addr, key)
+            self.report("queue full", addr, msg if key is _UNKEYED else key)
             return None
         inbox.append(_new_tuple(Received, (msg, size, addr)))
         counters.delivered += 1
