@@ -239,10 +239,12 @@ class Server(Generic[M]):
         dnsperf (``benchmarks/dnsperf_serving.py --callgrind --queries 2000
         --timeout 5``): the core's path 32,500 instructions per query on the
         default loop, 31,500 on uvloop; this one 22,800 and 21,400 (with the
-        transports' ``reply_path``); the hand-rolled responders 16,300 and 16,400.
-        Of the difference left, about 2,200 are the adapter's four methods and the
-        handler's own frame, which the hand-rolled responder does not have; each
-        counter bumped here costs ~300 (hence ``_answered``, one for two).
+        transports' ``reply_path``), then 20,900 and 19,500 (no key asked of a
+        message that is no reply: -1,300; one counter, ``counters.served``, for
+        four: -600); the hand-rolled responders 16,300 and 16,400. Of the
+        difference left, about 1,900 are the adapter's three methods and the
+        handler's own frame, which the hand-rolled responder does not have, and
+        2,000 this function's own work (``benchmarks/serve_path_instructions.py``).
         """
         d = self._dispatcher
         reply_nowait = d._reply_nowait
@@ -277,12 +279,10 @@ class Server(Generic[M]):
                 return
             try:
                 msg = raw_to_msg(data)
-                if is_reply is None:
-                    # a key with a pending request: the core decides (reply, or a
-                    # message from elsewhere)
-                    ours = waiting.get(msg_key(msg)) is not None
-                else:
-                    ours = is_reply(msg)  # (the core asks no key of a message that is no reply)
+                # Without is_reply, a key with a pending request is the core's to
+                # decide (a reply, or a message from elsewhere). With it, no key is
+                # asked of a message that is no reply, as in the core.
+                ours = waiting.get(msg_key(msg)) is not None if is_reply is None else is_reply(msg)
             except Exception:
                 ours = True  # the core counts and reports it
             if ours:

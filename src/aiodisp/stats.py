@@ -145,11 +145,13 @@ class Counters:
 
     @property
     def sent(self) -> int:
-        return sum(getattr(self, name) for name in SENT_PARTS) + self.served
+        total: int = sum(getattr(self, name) for name in SENT_PARTS)
+        return total + self.served
 
     @property
     def received(self) -> int:
-        return sum(getattr(self, name) for name in RECEIVED_PARTS) + self.served
+        total: int = sum(getattr(self, name) for name in RECEIVED_PARTS)
+        return total + self.served
 
     def snapshot(self, *, queued: int = 0) -> Stats:
         """The counters now; ``queued`` messages are delivered but not yet consumed."""

@@ -222,6 +222,16 @@ def test_dnsperf_serving_quick_run_answers_every_query() -> None:
     assert all(r["ratio_median"] > 0 and r["cpu_ratio_median"] > 0 for r in doc["ratios"])
 
 
+@pytest.mark.parametrize("receiver", ["bare", "adapter", "aiodisp"])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_serve_path_instructions_receivers_answer_every_query(receiver: str, loop: str) -> None:
+    # (--run is what the benchmark runs under callgrind, here without it)
+    out = _run(str(BENCH / "serve_path_instructions.py"), "--run", receiver, "--n", "50",
+               "--loop", loop)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == f"{receiver}: 50 queries, 50 answers read back"
+
+
 def test_oneway_quick_run_sends_and_delivers_with_each_sender() -> None:
     doc = _json(_run(str(BENCH / "oneway.py"), "--quick", "--duration", "0.2", "--loops",
                      "asyncio", "--json", "-"))
