@@ -247,10 +247,12 @@ def instructions(responder: str, loop: str, datafile: str, args: argparse.Namesp
     query costs, start-up and shutdown cancelled out.
     """
     counts = []
+    # (CALLGRIND_OUT, e.g. /tmp/cg.%p: keep each run's profile for callgrind_annotate)
+    out = os.environ.get("CALLGRIND_OUT", "/dev/null")
     for passes in (1, 3):
         opts = {"responder": responder, "loop": loop, "cpu": None}
         proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
              os.path.abspath(__file__), "--serve", json.dumps(opts)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=harness._env())
