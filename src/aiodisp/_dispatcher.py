@@ -183,6 +183,8 @@ class Dispatcher(Generic[M]):
         # before, if not the class's method): see _direct_serving().
         self._direct: Callable[[bytes, Address], None] | None = None
         self._receive_before: Callable[[bytes, Address], None] | None = None
+        # the inline server's reader of the socket, while it has one (see _consume_with)
+        self._reader: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
         self._closed = False
@@ -816,6 +818,7 @@ class Dispatcher(Generic[M]):
         self,
         consumer: Callable[[Received[M]], None],
         direct: Callable[[bytes, Address], None] | None = None,
+        reader: Callable[[], None] | None = None,
     ) -> asyncio.Future[None]:
         """Hand every incoming message to ``consumer`` as it arrives, not to the queue.
 
@@ -828,7 +831,9 @@ class Dispatcher(Generic[M]):
 
         ``direct``, built from :meth:`_direct_serving`, takes every datagram from
         the transport in place of :meth:`datagram_received` until then (it hands
-        what it does not answer itself to the ``receive`` it was given).
+        what it does not answer itself to the ``receive`` it was given). ``reader``
+        (with ``direct``, on a transport with ``read_with``: SocketTransport) reads
+        the socket itself in place of the transport's read loop until then.
         """
         if self._consumer is not None:
             raise RuntimeError("this dispatcher already hands its messages to a consumer")
@@ -842,6 +847,9 @@ class Dispatcher(Generic[M]):
             self._receive_before = self.__dict__.get("datagram_received")
             self._direct = self.datagram_received = direct  # type: ignore[method-assign,assignment]
             self._sink_changed()
+            if reader is not None:
+                self._reader = reader
+                self._transport.read_with(reader)  # type: ignore[attr-defined]
         if self._core.inbox:
             self._consume()
         return stopped
@@ -888,6 +896,9 @@ class Dispatcher(Generic[M]):
         if consumer is None or consumer is not self._consumer:
             return
         self._consumer = None
+        if self._reader is not None:
+            self._reader = None
+            self._transport.read_with(None)  # type: ignore[attr-defined]
         if self._direct is not None:
             self._direct = None
             if self._receive_before is None:

@@ -28,7 +28,7 @@ import os
 import socket
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import TransportError
 from . import icmp, pktinfo
@@ -99,8 +99,9 @@ class SocketTransport:
         self._family = family = sock.family
         self._sink: DatagramSink | None = None
         self._closed = False
-        # ends the read batch in progress (set by close() and yield_reading())
-        self._stop = False
+        #: True ends the read batch in progress (set by close() and yield_reading();
+        #: a reader installed with read_with() checks it too)
+        self.stop_reading = False
         self._sources: pktinfo.SourceTable | None = None
         self._unix_names: dict[Any, str | None] = {}
         self._read_ready: Callable[[], None]
@@ -172,7 +173,7 @@ class SocketTransport:
     # -- receiving
 
     def _read_plain(self) -> None:
-        self._stop = self._closed
+        self.stop_reading = self._closed
         recvfrom = self._sock.recvfrom
         bufsize = self._max + 1  # one more byte shows an oversize datagram
         sink = self._sink
@@ -187,11 +188,11 @@ class SocketTransport:
                 self._receive_failed(exc)
                 return
             deliver(data, addr)
-            if self._stop:  # closed, or yield_reading()
+            if self.stop_reading:  # closed, or yield_reading()
                 return
 
     def _read_unix(self) -> None:
-        self._stop = self._closed
+        self.stop_reading = self._closed
         recvfrom = self._sock.recvfrom
         bufsize = self._max + 1
         sink = self._sink
@@ -216,11 +217,11 @@ class SocketTransport:
                         names.clear()
                     names[raw] = addr
                 deliver(data, addr)
-            if self._stop:  # closed, or yield_reading()
+            if self.stop_reading:  # closed, or yield_reading()
                 return
 
     def _read_pktinfo(self) -> None:
-        self._stop = self._closed
+        self.stop_reading = self._closed
         recvmsg = self._sock.recvmsg
         bufsize = self._max + 1
         ancsize = pktinfo.ANCILLARY_SIZE
@@ -251,8 +252,38 @@ class SocketTransport:
                 if table.get(addr) is not cmsg:
                     sources.learn(addr, cmsg)
             deliver(data, addr)
-            if self._stop:  # closed, or yield_reading()
+            if self.stop_reading:  # closed, or yield_reading()
                 return
+
+    # -- a receiver that reads the socket itself (the inline server's, aiodisp._serve)
+
+    @property
+    def read_path(self) -> ReadPath | None:
+        """The pieces of the plain read loop, for a reader installed with
+        :meth:`read_with`; None unless this socket is read plainly (an IP socket
+        bound to one address: no Unix names, no source addresses to learn)."""
+        if self._read_ready != self._read_plain or self._closed:
+            return None
+        return ReadPath(self._sock.recvfrom, self._max + 1, self._batch, self._begin_read,
+                        self._receive_failed)
+
+    def _begin_read(self) -> bool:
+        """A read batch begins: False if the transport is closed (read nothing)."""
+        self.stop_reading = self._closed
+        return not self._closed
+
+    def read_with(self, reader: Callable[[], None] | None) -> None:
+        """Call ``reader()`` when the socket is readable, in place of this transport's
+        own read loop (None: its own again). ``reader`` starts each batch with
+        ``read_path.begin()`` (and reads nothing if it answers False), reads at most
+        ``read_path.batch`` datagrams with ``read_path.recvfrom(read_path.bufsize)``,
+        hands an ``OSError`` other than EAGAIN / EINTR to ``read_path.failed`` and
+        ends its batch, and ends it too once :attr:`stop_reading` is true."""
+        if self._closed:
+            return
+        fd = self._sock.fileno()
+        self._loop.remove_reader(fd)
+        self._loop.add_reader(fd, self._read_ready if reader is None else reader)
 
     # -- sending
 
@@ -437,12 +468,12 @@ class SocketTransport:
         """End the read batch in progress after the datagram being delivered: what
         else waits stays in the kernel's buffer until the loop's next iteration
         (the dispatcher's readers run first)."""
-        self._stop = True
+        self.stop_reading = True
 
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = self._stop = True
+        self._closed = self.stop_reading = True
         self._queues.close()
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._sock.fileno())
@@ -450,6 +481,18 @@ class SocketTransport:
         if self._unlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._unlink)
+
+
+class ReadPath(NamedTuple):
+    """:attr:`SocketTransport.read_path`: what a reader of the socket needs."""
+
+    recvfrom: Callable[[int], tuple[bytes, Any]]
+    bufsize: int
+    batch: int
+    #: ``begin()`` at the start of each batch: False if the transport is closed
+    begin: Callable[[], bool]
+    #: ``failed(exc)``: a receive failed with ``exc``
+    failed: Callable[[OSError], None]
 
 
 def _v6_sender(sock: socket.socket) -> Callable[[bytes, Address], object]:
