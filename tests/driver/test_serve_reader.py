@@ -17,23 +17,7 @@ import aiodisp
 from aiodisp._serve import Server
 from aiodisp._transports.sockets import SocketTransport
 from tests.driver.test_serve_direct import KeyOnlyAdapter, TagAdapter, handler
-
-
-async def _until(predicate: Any, what: str) -> None:
-    for _ in range(2000):
-        if predicate():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _drain(sock: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(4096))
-        except BlockingIOError:
-            return out
+from tests.helpers.flood import drain, settle
 
 
 async def script(adapter: Any, mode: str) -> dict[str, Any]:
@@ -56,10 +40,10 @@ async def script(adapter: Any, mode: str) -> dict[str, Any]:
     try:
         for data in (b"Qq1:first", b"Qq2:second"):  # queued before serving: handled first
             peer.sendto(data, to)
-        await _until(lambda: d.queued == 2, "the queued messages")
+        await settle(lambda: d.queued == 2)
         running = asyncio.create_task(srv.run())
         await asyncio.sleep(0)
-        await _until(lambda: d.queued == 0, "serving")
+        await settle(lambda: d.queued == 0)
         socket_reader = isinstance(d.transport, SocketTransport) and d.transport.read_path
         assert (d._reader is not None) is (mode == "reader" and bool(socket_reader))
         burst = [b"Qa:hello", b"", b"Q" + b"x" * 1600, b"!garbage", b"Rz:unknown", b"Qb:raise",
@@ -67,31 +51,31 @@ async def script(adapter: Any, mode: str) -> dict[str, Any]:
         before = received()
         for data in burst:
             peer.sendto(data, to)
-        await _until(lambda: received() == before + len(burst), "the burst")
+        await settle(lambda: received() == before + len(burst))
         request = asyncio.create_task(
             d.request(("k", b"ask", False), peer.getsockname(), timeout=5.0))
         answers: list[bytes] = []
 
         def asked() -> bool:
-            answers.extend(_drain(peer))
+            answers.extend(drain(peer))
             return any(data.startswith(b"Qk:ask") for data in answers)
 
-        await _until(asked, "the request")
+        await settle(asked)
         elsewhere.sendto(b"Rk:from elsewhere", to)
-        await _until(lambda: received() == before + len(burst) + 1, "the reply from elsewhere")
+        await settle(lambda: received() == before + len(burst) + 1)
         peer.sendto(b"Qk:same key, a message", to)
         peer.sendto(b"Rk:the answer", to)
         result = await request
         peer.sendto(b"Rk:late copy", to)
         peer.sendto(b"Qi:last", to)
-        await _until(lambda: received() == 2 + len(burst) + 5, "the last datagrams")
+        await settle(lambda: received() == 2 + len(burst) + 5)
         await d.close()
         stats = await running
         assert d._reader is None
         return {
             "stats": d.stats,
             "serve": stats,
-            "answers": answers + _drain(peer),
+            "answers": answers + drain(peer),
             "result": result,
             "errors": [(type(e).__name__, str(e)) for e in errors],
         }
