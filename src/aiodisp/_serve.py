@@ -32,7 +32,6 @@ from .errors import DispatcherClosed, DispatchError, TransportError
 if TYPE_CHECKING:
     from ._core.endpoint import Received
     from ._dispatcher import DirectServing, Dispatcher
-    from .stats import Counters
 
 __all__ = ["ServeStats", "Server", "serve"]
 
@@ -253,7 +252,6 @@ class Server(Generic[M]):
         2,000 this function's own work (``benchmarks/serve_path_instructions.py``).
         """
         d = self._dispatcher
-        reply_nowait = d._reply_nowait
         handler = self._handler
         receive = parts.receive
         raw_to_msg = parts.raw_to_msg
@@ -300,8 +298,7 @@ class Server(Generic[M]):
             try:
                 reply = handler(msg, addr)
             except (Exception, asyncio.CancelledError) as exc:
-                self._not_answered(counters)
-                self._handler_raised(exc, msg, addr)
+                self._direct_raised(exc, msg, addr)
                 return
             if reply is None:
                 counters.delivered += 1
@@ -309,7 +306,7 @@ class Server(Generic[M]):
                 return
             if type(reply) is not plain:
                 if hasattr(reply, "__await__"):
-                    self._not_answered(counters)
+                    self._not_answered()
                     self._serve_with_tasks(handle_now, reply, msg, addr, room)
                     return
                 plain = type(reply)
@@ -319,27 +316,18 @@ class Server(Generic[M]):
                 raw = None
             if type(raw) is not bytes or len(raw) > max_size:
                 # not bytes, too large, or the adapter failed: _reply_nowait says why
-                self._not_answered(counters)
-                try:
-                    reply_nowait(reply, addr)  # type: ignore[arg-type]
-                except DispatchError as exc:
-                    self._reply_failed(exc, msg, addr)
-                    return
-                self._replied += 1
+                self._direct_reply_slow(reply, msg, addr)  # type: ignore[arg-type]
                 return
             if queued:
-                self._not_answered(counters, notify=True)
                 self._send_reply(send, (raw, addr), full, msg, addr)
                 return
             try:
                 answer = sendto(raw, addr)
             except Exception as exc:
-                self._not_answered(counters, notify=True)
                 self._send_reply(failed, (raw, addr, exc), full, msg, addr)
                 return
             if answer is full:  # (a raw sendto answers a byte count: never ``full``)
-                self._not_answered(counters, notify=True)
-                self._reply_failed(_queue_full(addr), msg, addr)
+                self._direct_full(msg, addr)
                 return
             counters.served += 1
 
@@ -389,8 +377,7 @@ class Server(Generic[M]):
                     try:
                         reply = handler(msg, addr)
                     except (Exception, asyncio.CancelledError) as exc:
-                        self._not_answered(counters)
-                        self._handler_raised(exc, msg, addr)
+                        self._direct_raised(exc, msg, addr)
                         if transport.stop_reading:
                             return
                         continue
@@ -402,7 +389,7 @@ class Server(Generic[M]):
                         continue
                     if type(reply) is not plain:
                         if hasattr(reply, "__await__"):
-                            self._not_answered(counters)
+                            self._not_answered()
                             # (serving goes on with tasks: this reader is removed)
                             self._serve_with_tasks(handle_now, reply, msg, addr, room)
                             return
@@ -412,26 +399,17 @@ class Server(Generic[M]):
                     except Exception:
                         raw = None
                     if type(raw) is not bytes or len(raw) > max_size:
-                        self._not_answered(counters)
-                        try:
-                            reply_nowait(reply, addr)  # type: ignore[arg-type]
-                        except DispatchError as exc:
-                            self._reply_failed(exc, msg, addr)
-                        else:
-                            self._replied += 1
+                        self._direct_reply_slow(reply, msg, addr)  # type: ignore[arg-type]
                     elif queued:
-                        self._not_answered(counters, notify=True)
                         self._send_reply(send, (raw, addr), full, msg, addr)
                     else:
                         try:
                             answer = sendto(raw, addr)
                         except Exception as exc:
-                            self._not_answered(counters, notify=True)
                             self._send_reply(failed, (raw, addr, exc), full, msg, addr)
                         else:
                             if answer is full:
-                                self._not_answered(counters, notify=True)
-                                self._reply_failed(_queue_full(addr), msg, addr)
+                                self._direct_full(msg, addr)
                             else:
                                 served += 1
                     if transport.stop_reading:  # closed (by the handler, say), or yield_reading()
@@ -441,20 +419,44 @@ class Server(Generic[M]):
 
         return direct, reader
 
-    def _not_answered(self, counters: Counters, *, notify: bool = False) -> None:
-        """The direct receiver's counts for a message it did not answer on its fast
-        path: delivered and handled, and the reply counted as sent (``notify``) as
-        the core's ``frame_oneway`` does."""
+    # -- the direct receiver's and the socket reader's paths off the fast one
+
+    def _not_answered(self, *, notify: bool = False) -> None:
+        """The counts for a message not answered on the fast path: delivered and
+        handled, and the reply counted as sent (``notify``) as the core's
+        ``frame_oneway`` does."""
+        counters = self._dispatcher._core.counters
         counters.delivered += 1
         self._handled += 1
         if notify:
             counters.notifies += 1
 
+    def _direct_raised(self, exc: BaseException, msg: M, addr: Any) -> None:
+        self._not_answered()
+        self._handler_raised(exc, msg, addr)
+
+    def _direct_reply_slow(self, reply: M, msg: M, addr: Any) -> None:
+        """A reply that is not bytes, too large, or that the adapter failed to
+        encode: ``_reply_nowait`` sends it or says why not."""
+        self._not_answered()
+        try:
+            self._dispatcher._reply_nowait(reply, addr)
+        except DispatchError as exc:
+            self._reply_failed(exc, msg, addr)
+            return
+        self._replied += 1
+
+    def _direct_full(self, msg: M, addr: Any) -> None:
+        self._not_answered(notify=True)
+        self._reply_failed(_queue_full(addr), msg, addr)
+
     def _send_reply(
         self, send: Callable[..., object], args: tuple[Any, ...], full: bool, msg: M, addr: Any
     ) -> None:
-        """The direct receiver's reply by ``send(*args)``, counted and its failure
-        reported as the inline consumer does with ``_reply_nowait``."""
+        """A reply sent by ``send(*args)`` off the fast path (through a send queue, or
+        after the socket refused it), counted and its failure reported as the
+        inline consumer does with ``_reply_nowait``."""
+        self._not_answered(notify=True)
         try:
             answer = send(*args)
         except Exception as exc:
