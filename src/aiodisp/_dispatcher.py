@@ -300,6 +300,68 @@ class Dispatcher(Generic[M]):
         # _notify_call() for a request, written out: the hot path of the library,
         # one coroutine frame per request instead of a call and a coroutine.
         # tests/driver/test_call_copies.py drives both through the same cases.
+        # That frame lives as long as the call, and its size is fixed by its locals
+        # and its stack depth: few of either (issue 14: 344 -> 320 B per pending
+        # request without `now`, `core` and `fut`, benchmarks/memory.py); the calls
+        # that must wait first start in _start_later().
+        if self._closed:
+            raise DispatcherClosed()
+        if timeout is None:
+            timeout = self._timeout
+        else:
+            try:
+                if not 0.0 < timeout < _INF:
+                    raise _bad_timeout(timeout)
+            except TypeError:
+                raise _bad_timeout(timeout) from None
+        try:
+            dest = self._addrs.get(addr)
+        except TypeError:
+            dest = None
+        if (
+            dest is None
+            or len(self._core.waiting) + len(self._core.acking) >= self._max_pending
+            or (self._core.throttled and dest in self._core.throttled)
+        ):
+            p = await self._start_later(msg, addr, timeout, retry, accept, True)
+            dest = p.addr
+        else:
+            try:
+                p = self._core.start_request(
+                    msg, dest, self._loop.create_future(), self._loop.time(), timeout,
+                    retry if retry is not None else self._retry, accept,
+                )
+            except BaseException:
+                self._not_started(dest)
+                raise
+        del msg
+        try:
+            try:
+                blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
+            except Exception as exc:
+                self._first_send_failed(p, dest, exc)
+                blocked = False
+            if blocked:
+                await self._wait_writable(p, dest)
+            if p.due < self._armed_at:
+                self._arm(p.due)
+            return await p.waiter  # type: ignore[no-any-return]
+        finally:
+            if not p.done:
+                self._abandoned(p)
+
+    async def _start_later(
+        self,
+        msg: M,
+        addr: Address,
+        timeout: float | None,
+        policy: RetryPolicy | None,
+        accept: Callable[[M], bool] | None,
+        request: bool,
+    ) -> Pending:
+        """Register a call (a request if ``request``, else a notify) that waits
+        first: for its address, for room among max_pending, for its peer's window.
+        ``policy``: a request's ``retry`` argument, a notify's policy."""
         if self._closed:
             raise DispatcherClosed()
         if timeout is None:
@@ -321,36 +383,30 @@ class Dispatcher(Generic[M]):
         if len(core.waiting) + len(core.acking) >= self._max_pending:
             now, timeout = await self._wait_for_room(now, timeout, msg, dest)
         if core.throttled and dest in core.throttled:
-            now, timeout = await self._wait_for_window(now, timeout, msg, dest, True)
+            now, timeout = await self._wait_for_window(now, timeout, msg, dest, request)
         fut = self._loop.create_future()
         try:
-            p = core.start_request(
-                msg, dest, fut, now, timeout, retry if retry is not None else self._retry, accept
-            )
+            if request:
+                p = core.start_request(
+                    msg, dest, fut, now, timeout,
+                    policy if policy is not None else self._retry, accept,
+                )
+            else:
+                assert policy is not None
+                p = core.start_notify(msg, dest, fut, now, timeout, policy)
         except BaseException:
             self._not_started(dest)
             raise
-        # Few locals, and none holding what the wait does not need: this frame lives as
-        # long as the call (issue 14: bytes per pending request, benchmarks/memory.py).
-        del msg
-        try:
-            try:
-                blocked = self._send(p.frame, dest)  # type: ignore[arg-type]
-            except Exception as exc:
-                self._first_send_failed(p, dest, exc)
-                blocked = False
-            if blocked:
-                await self._wait_writable(p, dest)
-            if p.due < self._armed_at:
-                self._arm(p.due)
-            return await fut  # type: ignore[no-any-return]
-        finally:
-            if not p.done:
-                core.cancel(p)
-                if self._room_waiting:
-                    self._room.freed()
-                if self._window_waiting:
-                    self._windows.freed(dest)
+        return p
+
+    def _abandoned(self, p: Pending) -> None:
+        """A call's caller left before its end (cancelled, or its send failed): end
+        it in the core and pass on its room and its place in its peer's window."""
+        self._core.cancel(p)
+        if self._room_waiting:
+            self._room.freed()
+        if self._window_waiting:
+            self._windows.freed(p.addr)
 
     async def notify(
         self,
@@ -482,20 +538,21 @@ class Dispatcher(Generic[M]):
             dest = self._addrs.get(addr)
         except TypeError:
             dest = None
-        if dest is None:
-            dest, timeout = await self._resolve(addr, timeout)
-        now = self._loop.time()
-        core = self._core
-        if len(core.waiting) + len(core.acking) >= self._max_pending:
-            now, timeout = await self._wait_for_room(now, timeout, msg, dest)
-        if core.throttled and dest in core.throttled:
-            now, timeout = await self._wait_for_window(now, timeout, msg, dest)
-        fut = self._loop.create_future()
-        try:
-            p = core.start_notify(msg, dest, fut, now, timeout, policy)
-        except BaseException:
-            self._not_started(dest)
-            raise
+        if (
+            dest is None
+            or len(self._core.waiting) + len(self._core.acking) >= self._max_pending
+            or (self._core.throttled and dest in self._core.throttled)
+        ):
+            p = await self._start_later(msg, addr, timeout, policy, None, False)
+            dest = p.addr
+        else:
+            try:
+                p = self._core.start_notify(
+                    msg, dest, self._loop.create_future(), self._loop.time(), timeout, policy
+                )
+            except BaseException:
+                self._not_started(dest)
+                raise
         del msg  # (as request() does: the wait does not need it)
         try:
             try:
@@ -507,14 +564,10 @@ class Dispatcher(Generic[M]):
                 await self._wait_writable(p, dest)
             if p.due < self._armed_at:
                 self._arm(p.due)
-            await fut
+            await p.waiter
         finally:
             if not p.done:
-                core.cancel(p)
-                if self._room_waiting:
-                    self._room.freed()
-                if self._window_waiting:
-                    self._windows.freed(dest)
+                self._abandoned(p)
 
     def _not_started(self, dest: Address = None) -> None:
         """A call failed before it was registered: pass on the room it will not use

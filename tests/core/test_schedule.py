@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiodisp._core.pending import Pending, new_pending
 from aiodisp._core.schedule import MAX_LANES, Schedule, Scheduled
 
 
@@ -109,3 +111,41 @@ def test_every_pending_call_comes_due_once_never_early(
             assert due.due <= now and not due.done
             seen.append(due)
     assert sorted(map(id, seen)) == sorted(id(c) for c, finished in calls if not finished)
+
+
+@given(st.lists(st.tuples(st.sampled_from([1.0, 2.0]), st.one_of(st.just(-1), st.integers(0, 5))),
+                max_size=40))
+def test_calls_due_at_once_come_out_whatever_their_tie(spec: list[tuple[float, int]]) -> None:
+    """Heap entries tie on ``due`` (a burst rescheduled by one timer tick): the owner's
+    numbers (packet ids) or the schedule's own order them, and an owner number two
+    calls share (a stale entry's) falls back to the calls' own order: no TypeError."""
+    s = Schedule()
+    calls: list[Pending] = []
+    for due, tie in spec:
+        p = new_pending(0, len(calls), "peer", b"", tie, None, 0.0, due)
+        s.add(p, tie)
+        calls.append(p)
+    out = s.pop_due(1.0) + s.pop_due(2.0)
+    assert [p.due for p in out] == sorted(p.due for p in calls)
+    assert sorted(map(id, out)) == sorted(map(id, calls))
+
+
+def test_an_owner_tie_costs_no_int_per_entry() -> None:
+    s = Schedule()
+    p = new_pending(0, 1, "peer", b"", 123456789, None, 0.0, 1.0)
+    s.add(p, p.packet_id)
+    assert s._heap[0][1] is p.packet_id
+    q = new_pending(0, 2, "peer", b"", -1, None, 0.0, 1.0)
+    s.add(q, q.packet_id)  # none of its own: the schedule numbers it, apart from owners'
+    assert [entry[1] < 0 for entry in sorted(s._heap)] == [True, False]
+
+
+def test_a_lane_a_burst_has_left_lets_go_of_its_room() -> None:
+    s = Schedule()
+    small = sys.getsizeof(s.lane(1.0))
+    burst = [final(s, 0.0, 1.0) for _ in range(10_000)]
+    assert sys.getsizeof(s.lanes[1.0]) > 100 * small
+    assert s.pop_due(1.0) == burst
+    assert sys.getsizeof(s.lanes[1.0]) == small
+    later = final(s, 2.0, 1.0)  # the lane goes on taking calls
+    assert s.next_due() == 3.0 and s.pop_due(3.0) == [later]

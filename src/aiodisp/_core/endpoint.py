@@ -329,7 +329,7 @@ class Endpoint(Generic[M]):
                 lane[p] = None  # Schedule.add_final(), inlined for a lane that exists
                 p.lane = lane
             else:
-                self.schedule.add_final(p, timeout)
+                self.schedule.add_final(p, timeout, p.packet_id)
         else:
             self._schedule_first(p, policy, now)
         self.counters.requests += 1
@@ -451,7 +451,7 @@ class Endpoint(Generic[M]):
                     lane[p] = None
                     p.lane = lane
                     return
-        self.schedule.add(p)
+        self.schedule.add(p, p.packet_id)
 
     def _first_wait(self, first: float, jitter: float, adaptive: bool) -> float:
         """The first wait of calls whose policy says ``first`` (and ``jitter``).
@@ -543,7 +543,7 @@ class Endpoint(Generic[M]):
                 # the peer ACKed this request (message layer): resend nothing, wait
                 # for its reply until the deadline
                 p.due = p.deadline
-                schedule.add(p)
+                schedule.add(p, p.packet_id)
                 continue
             policy = p.policy
             last_sent = p.last_sent if p.attempts > 1 else p.sent_at
@@ -565,7 +565,7 @@ class Endpoint(Generic[M]):
                 later = windows.on_timer(peer, last_sent, now, self.rtt.rto(p.addr))
                 if later is not None:
                     p.due = min(later, p.deadline)
-                    schedule.add(p)
+                    schedule.add(p, p.packet_id)
                     continue
                 # ... and the retry budget whether it may be sent at all
                 if budget is not None and not windows.may_retransmit(peer, budget, now):
@@ -575,7 +575,7 @@ class Endpoint(Generic[M]):
                     )
                     p.interval = interval
                     p.due = min(now + interval, p.deadline)
-                    schedule.add(p)
+                    schedule.add(p, p.packet_id)
                     continue
             p.attempts += 1
             p.last_sent = now
@@ -586,7 +586,7 @@ class Endpoint(Generic[M]):
             )
             p.interval = interval
             p.due = min(now + interval, p.deadline)
-            schedule.add(p)
+            schedule.add(p, p.packet_id)
         if not self.waiting and not self.acking:
             self._shrink()
         return expired

@@ -72,6 +72,13 @@ class Pending:
     done: bool
     lane: Lane | None
 
+    def __lt__(self, other: Pending) -> bool:
+        # Only a tie of the schedule's heap entries (due, packet id) compares calls:
+        # packet ids are random and unique among pending calls, so a tie needs a
+        # finished call's stale entry with a new call's id and due, and then any
+        # order will do (.schedule.Schedule.add).
+        return id(self) < id(other)
+
 
 _alloc = object.__new__
 

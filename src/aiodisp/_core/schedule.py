@@ -9,8 +9,11 @@ the order they were made, so an insertion-ordered dict keeps them sorted for
 free (no tuple, no heap sift per call), and a call that finishes early leaves
 its lane at once (:meth:`Schedule.finished`, one dict deletion). Later
 retransmissions (backoff), and calls past :data:`MAX_LANES` distinct waits in
-use at once, live in a heap of ``(due, seq, call)`` (a lane no call is in is
-let go when a new wait needs its place).
+use at once, live in a heap of ``(due, tie, call)`` (a lane no call is in is
+let go when a new wait needs its place). ``tie`` orders calls due at the same
+time: the owner's own number for the call when it has one (a packet id, an
+int the call holds anyway), else the schedule's next sequence number (an int
+more per entry: 32 B).
 
 A call that finishes early stays in the heap (it is *stale*) until it reaches
 the front or until stale entries are more than half of the heap, when they
@@ -53,10 +56,18 @@ class Schedule:
         #: heap entries of calls that have finished (see :meth:`finished`)
         self.stale = 0
 
-    def add(self, call: Scheduled) -> None:
-        """Schedule ``call`` at ``call.due`` (in the heap)."""
+    def add(self, call: Scheduled, tie: int = -1) -> None:
+        """Schedule ``call`` at ``call.due`` (in the heap).
+
+        ``tie`` (if not negative) is a number of the call's own that no other call
+        in the schedule has (a packet id): it breaks ties of ``due`` with no int
+        made for the entry. Otherwise the schedule numbers the entry itself (with
+        negative numbers, apart from the owner's).
+        """
         call.lane = None
-        heapq.heappush(self._heap, (call.due, next(self._seq), call))
+        if tie < 0:
+            tie = ~next(self._seq)
+        heapq.heappush(self._heap, (call.due, tie, call))
         if self.stale > _SWEEP_MIN:
             self._sweep()
 
@@ -82,11 +93,12 @@ class Schedule:
             lane = lanes[timeout] = {}
         return lane
 
-    def add_final(self, call: Scheduled, timeout: float) -> None:
-        """Schedule a call whose only event is its deadline, ``timeout`` after now."""
+    def add_final(self, call: Scheduled, timeout: float, tie: int = -1) -> None:
+        """Schedule a call whose only event is its deadline, ``timeout`` after now
+        (``tie``: as :meth:`add` takes it)."""
         lane = self.lane(timeout)
         if lane is None:
-            self.add(call)
+            self.add(call, tie)
         else:
             lane[call] = None
             call.lane = lane
@@ -126,15 +138,22 @@ class Schedule:
                 self.stale -= 1
             else:
                 due.append(call)
-        for lane in self.lanes.values():
+        lanes = self.lanes
+        for wait, lane in lanes.items():
             first = len(due)
             for call in lane:
                 if call.due > now:
                     break
                 due.append(call)
+            if len(due) == first:
+                continue
             for call in itertools.islice(due, first, None):
                 del lane[call]
                 call.lane = None
+            if not lane:
+                # a dict keeps its table's size when emptied: a new one lets go of the
+                # room of a burst that has left the lane (52 B a call, benchmarks/memory.py)
+                lanes[wait] = {}
         if self.stale > _SWEEP_MIN:
             self._sweep()
         return due
