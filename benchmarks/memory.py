@@ -86,10 +86,10 @@ def _caller(call: Any, body: bytes, dest: Any, timeout: float) -> Any:
     return one
 
 
-async def _bare_task_bytes(n: int) -> tuple[float, float]:
+async def _bare_task_bytes(n: int) -> tuple[float, float, tracemalloc.Snapshot]:
     """Traced bytes and GC-tracked objects per task that awaits a bare future (the
     caller's own cost): the same task as a request's, with a future in place of
-    ``request()``."""
+    ``request()``; and a snapshot of the traced memory while they wait."""
     loop = asyncio.get_running_loop()
     futs: list[asyncio.Future[None]] = []
 
@@ -106,6 +106,7 @@ async def _bare_task_bytes(n: int) -> tuple[float, float]:
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     objects = len(gc.get_objects()) - objects
+    snapshot = tracemalloc.take_snapshot()
     for f in futs:
         f.set_result(None)
     await asyncio.gather(*tasks)
@@ -113,7 +114,7 @@ async def _bare_task_bytes(n: int) -> tuple[float, float]:
     del tasks
     await asyncio.sleep(0)  # the main task lets go of gather()'s future
     gc.collect()
-    return used / n, objects / n
+    return used / n, objects / n, snapshot
 
 
 async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
@@ -135,9 +136,9 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
         # for asyncio's WeakSet of tasks, which leaves dummies and may still resize in
         # the requests' phase: ~105 B per request at 20k, shown as _weakrefset.py:88 in
         # top_allocations when it does; it is asyncio's, not aiodisp's)
-        first_bare, _ = await _bare_task_bytes(n)
+        first_bare, _, _ = await _bare_task_bytes(n)
         out["bare_task_bytes_first_run"] = first_bare
-        out["bare_task_bytes"], out["bare_task_gc_objects"] = await _bare_task_bytes(n)
+        out["bare_task_bytes"], out["bare_task_gc_objects"], bare = await _bare_task_bytes(n)
         gc.collect()
         base = tracemalloc.get_traced_memory()[0]
         objects = len(gc.get_objects())
@@ -161,11 +162,21 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
         out["gc_objects_per_pending_total"] = objects / n
         out["gc_objects_per_pending_aiodisp"] = objects / n - out["bare_task_gc_objects"]
         out["rss_bytes_per_pending"] = (_rss() - rss0) / n
-        top = tracemalloc.take_snapshot().statistics("lineno")[:8]
+        snapshot = tracemalloc.take_snapshot()
+        top = snapshot.statistics("lineno")[:8]
         out["top_allocations"] = [
             f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} "
             f"{s.size / n:.0f} B/request" for s in top
         ]
+        # aiodisp's share by the line that allocated it: the requests' snapshot less
+        # the bare tasks' (the caller's task and coroutine cancel out; a line of the
+        # caller's own shows the difference of its two callees' shapes)
+        out["aiodisp_allocations"] = [
+            f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} "
+            f"{s.size_diff / n:+.1f} B/request ({s.count_diff / n:+.2f} blocks)"
+            for s in snapshot.compare_to(bare, "lineno")[:14]
+        ]
+        del snapshot, bare
         outcomes = await asyncio.gather(*tasks)
         out["seconds_total"] = time.perf_counter() - t0
         out["outcomes"] = {k: outcomes.count(k) for k in set(outcomes)}
@@ -344,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bytes_left_after_per_request']:.1f} B/request left traced"
               f" -> {'ok' if r['ok'] else 'FAILED'}")
         for line in r["top_allocations"]:
+            say(f"    {line}")
+        say("  aiodisp's share by allocation site (against the bare tasks):")
+        for line in r["aiodisp_allocations"]:
             say(f"    {line}")
         say("  still held once every request has ended (vs. before):")
         for line in r["left_after"]:
