@@ -200,17 +200,20 @@ def _holder(
     sock: socket.socket, answer: Callable[[bytes], bytes | None], hold: float, expect: int
 ) -> Callable[[], None]:
     loop = asyncio.get_running_loop()
-    held: list[tuple[bytes, Any]] = []
+    held: list[tuple[bytes, Any, int]] = []  # (reply, peer, the replies it holds)
     tasks: set[asyncio.Task[None]] = set()
-    answered = [0]
+    seen: set[tuple[Any, bytes]] = set()  # the requests held (peer, record)
 
     async def release() -> None:
         await asyncio.sleep(hold)
         batch, held[:] = list(held), []
-        answered[0] = 0
-        for k, (reply, peer) in enumerate(batch):
+        seen.clear()
+        sent = 0  # replies, not datagrams: 200 each 10 ms (a bundle holds several)
+        for reply, peer, replies in batch:
             sock.sendto(reply, peer)
-            if k % 200 == 199:
+            sent += replies
+            if sent >= 200:
+                sent = 0
                 await asyncio.sleep(0.01)
 
     def drain() -> None:
@@ -221,11 +224,19 @@ def _holder(
                 return
             reply = answer(data)
             if reply is not None:
-                held.append((reply, peer))
-                # (a bundle holds several replies: count messages, not datagrams)
-                records = split_bundle(reply) if reply[:1] == _BUNDLE else None
-                answered[0] += len(records) if isinstance(records, list) else 1
-                if answered[0] >= expect and not tasks:
+                replies = split_bundle(reply) if reply[:1] == _BUNDLE else None
+                held.append((reply, peer, len(replies) if isinstance(replies, list) else 1))
+                # Count requests, not datagrams (a bundle holds several) and not
+                # copies: a request retransmitted while the others are still being
+                # sent is answered again, but must not count twice, or the replies
+                # go out before every request is pending (at 100,000 that left half
+                # of them unanswered). A request's record is unique: its packet id.
+                records = split_bundle(data) if data[:1] == _BUNDLE else None
+                if isinstance(records, list):
+                    seen.update((peer, bytes(r)) for r in records)
+                else:
+                    seen.add((peer, data))
+                if len(seen) >= expect and not tasks:
                     task = loop.create_task(release())
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
