@@ -18,8 +18,10 @@ on uvloop). Each mode has its own socket and writes a correct reply:
 
 ``held_raw`` / ``held_ack`` (memory benchmark) answer like ``raw`` / ``ack`` but
 hold every reply back until ``expect`` requests have come, then wait ``hold``
-seconds and send them all, paced at 20,000 a second (a burst would overflow the
-client's socket buffer), so that ``expect`` requests are pending at once.
+seconds and send them all, paced at 20,000 replies a second (a burst would
+overflow the client's socket buffer), so that ``expect`` requests are pending
+at once; from then on a request is answered at once (a retransmission of one
+whose reply the client's socket dropped after all).
 """
 
 from __future__ import annotations
@@ -203,14 +205,21 @@ def _holder(
     held: list[tuple[bytes, Any, int]] = []  # (reply, peer, the replies it holds)
     tasks: set[asyncio.Task[None]] = set()
     seen: set[tuple[Any, bytes]] = set()  # the requests held (peer, record)
+    released = [False]
 
     async def release() -> None:
         await asyncio.sleep(hold)
+        released[0] = True
         batch, held[:] = list(held), []
         seen.clear()
         sent = 0  # replies, not datagrams: 200 each 10 ms (a bundle holds several)
         for reply, peer, replies in batch:
-            sock.sendto(reply, peer)
+            try:
+                sock.sendto(reply, peer)
+            except OSError:
+                if sock.fileno() < 0:
+                    return  # the server stopped: the socket is closed
+                continue  # (a full buffer: the client's retransmission covers it)
             sent += replies
             if sent >= 200:
                 sent = 0
@@ -223,22 +232,30 @@ def _holder(
             except (BlockingIOError, InterruptedError):
                 return
             reply = answer(data)
-            if reply is not None:
-                replies = split_bundle(reply) if reply[:1] == _BUNDLE else None
-                held.append((reply, peer, len(replies) if isinstance(replies, list) else 1))
-                # Count requests, not datagrams (a bundle holds several) and not
-                # copies: a request retransmitted while the others are still being
-                # sent is answered again, but must not count twice, or the replies
-                # go out before every request is pending (at 100,000 that left half
-                # of them unanswered). A request's record is unique: its packet id.
-                records = split_bundle(data) if data[:1] == _BUNDLE else None
-                if isinstance(records, list):
-                    seen.update((peer, bytes(r)) for r in records)
-                else:
-                    seen.add((peer, data))
-                if len(seen) >= expect and not tasks:
-                    task = loop.create_task(release())
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+            if reply is None:
+                continue
+            if released[0]:
+                # Once the held replies go out, a request is answered at once, as a
+                # server answers a retransmission: a reply the client's full socket
+                # dropped is recovered by its retransmission, not left to time out.
+                try:
+                    sock.sendto(reply, peer)
+                except OSError:
+                    pass
+                continue
+            replies = split_bundle(reply) if reply[:1] == _BUNDLE else None
+            held.append((reply, peer, len(replies) if isinstance(replies, list) else 1))
+            # Count requests, not datagrams (a bundle holds several) and not copies
+            # (a request retransmitted while the others are still being sent is held
+            # again, but does not make one more pending request).
+            records = split_bundle(data) if data[:1] == _BUNDLE else None
+            if isinstance(records, list):
+                seen.update((peer, bytes(r)) for r in records)
+            else:
+                seen.add((peer, data))
+            if len(seen) >= expect and not tasks:
+                task = loop.create_task(release())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     return drain
