@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import pytest
 
 from aiodisp import AdapterError, DuplicateKeyError, MessageTooLarge, RetryPolicy
+from aiodisp._core.budget import RetryAccount, RetryBudget
 from aiodisp._core.delivery_log import DeliveryLog
 from aiodisp._core.endpoint import Endpoint, Pending
 from aiodisp._core.framing import FLAG_ACK, FLAG_ACK_REQUESTED, ack_for, pack_header
@@ -501,3 +503,36 @@ def test_the_first_wait_comes_from_the_rtt_tables_estimate() -> None:
         step = 2.0 ** (math.ceil(math.log2(estimate) * 16.0) / 16.0)
         assert step * (1 - policy.jitter) <= p.interval <= step * (1 + policy.jitter)
     assert e.rtt.rto(B) != e.rtt.rto("a peer never sampled")
+
+
+def test_a_timer_pass_asks_a_refused_peers_budget_once() -> None:
+    """A stalled peer with many calls due at once: the budget lets the floor through,
+    refuses the rest, and is asked no more in that pass once it has refused (its
+    account moves only with the clock and first sends)."""
+    e = endpoint(retry_budget=RetryBudget(ratio=0.0, min_per_second=0.5))  # floor: 5
+    policy = RetryPolicy(initial_timeout=0.1, backoff=2.0, max_attempts=None, jitter=0.0)
+    for i in range(50):
+        e.start_request((i, b"q"), B, Waiter(), 0.0, 60.0, policy)
+    asked = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal asked
+        if event == "call" and frame.f_code is RetryAccount.withdraw.__code__:
+            asked += 1
+
+    sys.setprofile(count)
+    try:
+        assert e.handle_timer(0.2) == []
+    finally:
+        sys.setprofile(None)
+    assert e.counters.retransmissions == 5 and e.counters.budget_denied == 45
+    assert len(e.outbox) == 5 and asked == 6  # five granted, one refusal
+    # the refusal holds for the pass only: later, the same budget is asked again
+    asked = 0
+    sys.setprofile(count)
+    try:
+        e.handle_timer(0.4)
+    finally:
+        sys.setprofile(None)
+    assert asked == 1 and e.counters.budget_denied == 45 + 50
+    assert e.counters.retransmissions == 5

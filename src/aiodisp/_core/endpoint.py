@@ -537,6 +537,7 @@ class Endpoint(Generic[M]):
         schedule = self.schedule
         windows = self.windows
         budget = self.budget
+        refused = None  # the peer the retry budget last refused in this pass
         p: Any
         for p in schedule.pop_due(now):
             if p.frame is None and now < p.deadline:
@@ -567,8 +568,15 @@ class Endpoint(Generic[M]):
                     p.due = min(later, p.deadline)
                     schedule.add(p, p.packet_id)
                     continue
-                # ... and the retry budget whether it may be sent at all
-                if budget is not None and not windows.may_retransmit(peer, budget, now):
+                # ... and the retry budget whether it may be sent at all. (Refused once,
+                # a peer is refused for the rest of this pass: its budget moves only
+                # with the clock and its first sends. A stalled peer with 100,000 calls
+                # due costs one look at its account, not one each: cProfile of
+                # 100,000 held requests, 5.7 of 20.5 s in handle_timer.)
+                if budget is not None and (
+                    peer is refused or not windows.may_retransmit(peer, budget, now)
+                ):
+                    refused = peer
                     counters.budget_denied += 1
                     interval = self._jitter(
                         min(p.interval * policy.backoff, policy.max_interval), policy.jitter
