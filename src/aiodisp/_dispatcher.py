@@ -323,7 +323,7 @@ class Dispatcher(Generic[M]):
             or len(self._core.waiting) + len(self._core.acking) >= self._max_pending
             or (self._core.throttled and dest in self._core.throttled)
         ):
-            p = await self._start_later(msg, addr, timeout, retry, accept, True)
+            p = await self._start_later(msg, addr, dest, timeout, retry, accept, True)
             dest = p.addr
         else:
             try:
@@ -354,28 +354,16 @@ class Dispatcher(Generic[M]):
         self,
         msg: M,
         addr: Address,
-        timeout: float | None,
+        dest: Address | None,
+        timeout: float,
         policy: RetryPolicy | None,
         accept: Callable[[M], bool] | None,
         request: bool,
     ) -> Pending:
         """Register a call (a request if ``request``, else a notify) that waits
-        first: for its address, for room among max_pending, for its peer's window.
-        ``policy``: a request's ``retry`` argument, a notify's policy."""
-        if self._closed:
-            raise DispatcherClosed()
-        if timeout is None:
-            timeout = self._timeout
-        else:
-            try:
-                if not 0.0 < timeout < _INF:
-                    raise _bad_timeout(timeout)
-            except TypeError:
-                raise _bad_timeout(timeout) from None
-        try:
-            dest = self._addrs.get(addr)
-        except TypeError:
-            dest = None
+        first: for its address (``dest`` None: ``addr`` is not resolved yet), for
+        room among max_pending, for its peer's window. ``timeout``: the call's,
+        checked; ``policy``: a request's ``retry`` argument, a notify's policy."""
         if dest is None:
             dest, timeout = await self._resolve(addr, timeout)
         now = self._loop.time()
@@ -543,7 +531,7 @@ class Dispatcher(Generic[M]):
             or len(self._core.waiting) + len(self._core.acking) >= self._max_pending
             or (self._core.throttled and dest in self._core.throttled)
         ):
-            p = await self._start_later(msg, addr, timeout, policy, None, False)
+            p = await self._start_later(msg, addr, dest, timeout, policy, None, False)
             dest = p.addr
         else:
             try:
