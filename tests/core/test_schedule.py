@@ -149,3 +149,16 @@ def test_a_lane_a_burst_has_left_lets_go_of_its_room() -> None:
     assert sys.getsizeof(s.lanes[1.0]) == small
     later = final(s, 2.0, 1.0)  # the lane goes on taking calls
     assert s.next_due() == 3.0 and s.pop_due(3.0) == [later]
+
+
+def test_a_lane_a_burst_has_mostly_left_is_made_compact_and_keeps_its_calls() -> None:
+    s = Schedule()
+    burst = [final(s, float(i), 1.0) for i in range(10_000)]  # due at 1, 2, ... 10,000
+    big = sys.getsizeof(s.lanes[1.0])
+    assert s.pop_due(9_990.0) == burst[:9_990]  # a tail of 10 stays
+    lane = s.lanes[1.0]
+    assert sys.getsizeof(lane) < big / 100 and list(lane) == burst[9_990:]
+    assert all(call.lane is lane for call in burst[9_990:])
+    finish(s, burst[-1])  # finished() finds each call in its (new) lane
+    assert s.pop_due(10_000.0) == burst[9_990:-1] and len(s) == 0
+

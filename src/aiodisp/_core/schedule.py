@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from sys import getsizeof
 from typing import Protocol
 
 __all__ = ["Lane", "MAX_LANES", "Schedule", "Scheduled"]
@@ -40,6 +41,10 @@ class Scheduled(Protocol):
 
 MAX_LANES = 8
 _SWEEP_MIN = 1024
+# a lane's table past this many bytes a call (and _SPARSE_MIN) is copied: a compact
+# dict is ~35-50 B a call, so that is a table 8x larger than it needs
+_SPARSE_BYTES = 400
+_SPARSE_MIN = 4096
 
 Lane = dict[Scheduled, None]
 
@@ -150,10 +155,16 @@ class Schedule:
             for call in itertools.islice(due, first, None):
                 del lane[call]
                 call.lane = None
+            # A dict keeps its table's size when entries leave it: a lane a burst has
+            # (mostly) left is copied, to let go of the burst's room (a slot is ~30 B;
+            # 52 B a pending call in benchmarks/memory.py, where the burst's first
+            # retransmissions moved it to the heap with a tail still in the lane)
             if not lane:
-                # a dict keeps its table's size when emptied: a new one lets go of the
-                # room of a burst that has left the lane (52 B a call, benchmarks/memory.py)
                 lanes[wait] = {}
+            elif getsizeof(lane) > _SPARSE_BYTES * len(lane) + _SPARSE_MIN:
+                lane = lanes[wait] = dict(lane)  # (a copy of a sparse dict is compact)
+                for call in lane:
+                    call.lane = lane
         if self.stale > _SWEEP_MIN:
             self._sweep()
         return due
