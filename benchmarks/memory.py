@@ -202,9 +202,8 @@ async def pending(n: int, framing: str, timeout: float) -> dict[str, Any]:
 
 async def pending_with_replies(n: int, framing: str, hold: float) -> dict[str, Any]:
     """N requests pending at once, then all answered by a server that held them back."""
-    # (the server on its own core, as in flat(): sharing the client's, it starved the
-    # client while releasing, the client's socket overflowed, and the lost replies'
-    # calls were past what the retry budget retransmits: 1 run in 3 failed)
+    # (the server on its own core, as in flat(): a child inherits the client's pinning,
+    # and the two shared one core)
     with harness.Server(peer="echo", modes=["held_" + framing], loop="uvloop",
                         hold=hold, expect=n, cpu=common.server_core()) as server:
         dest = tuple(server.addr["held_" + framing])

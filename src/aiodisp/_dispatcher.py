@@ -391,10 +391,7 @@ class Dispatcher(Generic[M]):
         """A call's caller left before its end (cancelled, or its send failed): end
         it in the core and pass on its room and its place in its peer's window."""
         self._core.cancel(p)
-        if self._room_waiting:
-            self._room.freed()
-        if self._window_waiting:
-            self._windows.freed(p.addr)
+        self._freed((p.addr,))
 
     async def notify(
         self,

@@ -513,26 +513,27 @@ def test_a_timer_pass_asks_a_refused_peers_budget_once() -> None:
     policy = RetryPolicy(initial_timeout=0.1, backoff=2.0, max_attempts=None, jitter=0.0)
     for i in range(50):
         e.start_request((i, b"q"), B, Waiter(), 0.0, 60.0, policy)
-    asked = 0
 
-    def count(frame: Any, event: str, arg: Any) -> None:
-        nonlocal asked
-        if event == "call" and frame.f_code is RetryAccount.withdraw.__code__:
-            asked += 1
+    def asked_in(now: float) -> int:
+        """The calls to the budget's account during one timer pass at ``now``."""
+        asked = 0
 
-    sys.setprofile(count)
-    try:
-        assert e.handle_timer(0.2) == []
-    finally:
-        sys.setprofile(None)
+        def count(frame: Any, event: str, arg: Any) -> None:
+            nonlocal asked
+            if event == "call" and frame.f_code is RetryAccount.withdraw.__code__:
+                asked += 1
+
+        sys.setprofile(count)
+        try:
+            assert e.handle_timer(now) == []
+        finally:
+            sys.setprofile(None)
+        return asked
+
+    assert asked_in(0.2) == 6  # five granted, one refusal
     assert e.counters.retransmissions == 5 and e.counters.budget_denied == 45
-    assert len(e.outbox) == 5 and asked == 6  # five granted, one refusal
+    assert len(e.outbox) == 5
     # the refusal holds for the pass only: later, the same budget is asked again
-    asked = 0
-    sys.setprofile(count)
-    try:
-        e.handle_timer(0.4)
-    finally:
-        sys.setprofile(None)
-    assert asked == 1 and e.counters.budget_denied == 45 + 50
+    assert asked_in(0.4) == 1
+    assert e.counters.budget_denied == 45 + 50
     assert e.counters.retransmissions == 5

@@ -156,12 +156,10 @@ class Schedule:
                 del lane[call]
                 call.lane = None
             # A dict keeps its table's size when entries leave it: a lane a burst has
-            # (mostly) left is copied, to let go of the burst's room (a slot is ~30 B;
-            # 52 B a pending call in benchmarks/memory.py, where the burst's first
+            # left, or mostly left, is copied, to let go of the burst's room (a slot is
+            # ~30 B; 52 B a pending call in benchmarks/memory.py, where the burst's first
             # retransmissions moved it to the heap with a tail still in the lane)
-            if not lane:
-                lanes[wait] = {}
-            elif getsizeof(lane) > _SPARSE_BYTES * len(lane) + _SPARSE_MIN:
+            if getsizeof(lane) > _SPARSE_BYTES * len(lane) + _SPARSE_MIN:
                 lane = lanes[wait] = dict(lane)  # (a copy of a sparse dict is compact)
                 for call in lane:
                     call.lane = lane
