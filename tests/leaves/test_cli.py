@@ -19,6 +19,7 @@ import pytest
 
 import aiodisp
 from aiodisp.adapters import IdMessage, IdPrefixAdapter
+from tests.helpers.flood import drain
 
 CLI = [sys.executable, "-m", "aiodisp"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -95,15 +96,6 @@ def silent_port() -> Iterator[socket.socket]:
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
         yield s
-
-
-def _received(sock: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(65535))
-        except BlockingIOError:
-            return out
 
 
 # ---------------------------------------------------------------------- request / notify
@@ -242,7 +234,7 @@ def test_request_to_a_silent_port_times_out_after_its_retries(
     assert "timed out" in done.stderr and "3 attempt(s)" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
-    sent = _received(silent_port)
+    sent = drain(silent_port)
     assert len(sent) == 3  # the first send and two retransmissions
     assert all(b'{"id":5}' in datagram for datagram in sent)
 

@@ -20,6 +20,7 @@ from aiodisp._transports.base import Address
 from aiodisp._transports.faults import FaultyTransport, LinkCounters
 from aiodisp._transports.memory import MemoryNetwork
 from tests.helpers.adapters import KeyAdapter
+from tests.helpers.flood import drain
 
 HOSTILE = aiodisp.Link(loss=0.2, duplicate=0.2, reorder=0.3, corrupt=0.1, delay=0.001,
                        reorder_window=0.01, seed=9)
@@ -67,15 +68,6 @@ async def _through_memory(link: aiodisp.Link) -> tuple[LinkCounters, Counter[byt
     return a.counters, Counter(data for data, _addr, _t in sink.arrived)
 
 
-def _drain(sock: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(65535))
-        except BlockingIOError:
-            return out
-
-
 async def test_sending_makes_the_memory_links_decisions_over_udp(
     receiver: socket.socket,
 ) -> None:
@@ -92,7 +84,7 @@ async def test_sending_makes_the_memory_links_decisions_over_udp(
         lossy.close()
     assert _decisions(lossy.counters) == _decisions(memory_counters)
     assert all(_decisions(memory_counters)[1:])  # every kind of fault happened
-    assert Counter(_drain(receiver)) == memory_bytes  # the same bytes, corruption included
+    assert Counter(drain(receiver)) == memory_bytes  # the same bytes, corruption included
     assert not sink.errors
 
 
@@ -122,7 +114,7 @@ async def test_closing_drops_what_the_link_still_holds(receiver: socket.socket) 
     lossy.send(b"late", receiver.getsockname())
     lossy.close()
     await asyncio.sleep(0.1)
-    assert _drain(receiver) == []
+    assert drain(receiver) == []
 
 
 async def test_a_dispatcher_over_a_lossy_path_still_gets_its_replies() -> None:
